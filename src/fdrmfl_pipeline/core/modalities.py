@@ -1,0 +1,207 @@
+"""Modality specs and the canonical multi-modal table (Arrow <-> numpy).
+
+The canonical table has one row per sample: ``sample_id`` (string), ``target`` (float64), an
+optional ``split`` (string: ``train``/``test``) and one fixed-size ``float32`` list column per
+modality. Each modality's name, kind and shape live in the Arrow schema metadata under
+``fdrmfl.modalities`` so any stage rebuilds correctly shaped arrays from the file alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from math import prod
+
+import numpy as np
+import pyarrow as pa
+
+from fdrmfl_pipeline.errors import (
+    DuplicateSampleIdError,
+    EmptyDataError,
+    InputDataError,
+    NonFiniteValueError,
+    ShapeMismatchError,
+)
+
+MODALITY_KINDS = ("image", "sequence", "spectrum", "vector")
+METADATA_KEY = b"fdrmfl.modalities"
+RESERVED_COLUMNS = ("sample_id", "target", "split")
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """Name, kind and per-sample shape of one modality."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODALITY_KINDS:
+            raise InputDataError(
+                f"modality '{self.name}': kind '{self.kind}' is not one of {MODALITY_KINDS}"
+            )
+        if not self.shape or any(int(s) < 1 for s in self.shape):
+            raise ShapeMismatchError(
+                f"modality '{self.name}': shape {list(self.shape)} must be non-empty positive ints"
+            )
+        if self.name in RESERVED_COLUMNS:
+            raise InputDataError(f"modality name '{self.name}' is reserved; choose another name")
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+
+    @property
+    def size(self) -> int:
+        """Number of values per sample."""
+        return prod(self.shape)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "shape": list(self.shape)}
+
+
+@dataclass
+class MultimodalData:
+    """In-memory form of the canonical table; arrays are ``float32`` of shape ``(n, *spec.shape)``."""
+
+    sample_ids: np.ndarray
+    target: np.ndarray
+    arrays: dict[str, np.ndarray]
+    specs: tuple[ModalitySpec, ...]
+    split: np.ndarray | None = None
+    source: str = field(default="")
+
+    @property
+    def n(self) -> int:
+        return len(self.sample_ids)
+
+    @property
+    def modality_names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    def spec(self, name: str) -> ModalitySpec:
+        for s in self.specs:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def subset(self, index: np.ndarray) -> MultimodalData:
+        """Rows ``index`` (an integer or boolean array) of every column."""
+        return MultimodalData(
+            sample_ids=self.sample_ids[index],
+            target=self.target[index],
+            arrays={k: v[index] for k, v in self.arrays.items()},
+            specs=self.specs,
+            split=None if self.split is None else self.split[index],
+            source=self.source,
+        )
+
+    def validate(self) -> MultimodalData:
+        """Check emptiness, shapes, duplicate ids and finiteness; raise a specific error."""
+        n = self.n
+        if n == 0:
+            raise EmptyDataError(f"source '{self.source}': the dataset has no samples")
+        if not self.specs:
+            raise EmptyDataError(f"source '{self.source}': the dataset has no modalities")
+        ids = np.asarray(self.sample_ids).astype(str)
+        uniq, counts = np.unique(ids, return_counts=True)
+        if (counts > 1).any():
+            dups = uniq[counts > 1]
+            raise DuplicateSampleIdError(
+                f"source '{self.source}': {len(dups)} duplicate sample id(s), e.g. "
+                f"{', '.join(map(str, dups[:5]))}; sample ids must be unique"
+            )
+        if self.target.shape != (n,):
+            raise ShapeMismatchError(f"target has shape {self.target.shape}, expected ({n},)")
+        _check_finite(self.target.reshape(n, 1), ids, "target", self.source)
+        for spec in self.specs:
+            arr = self.arrays.get(spec.name)
+            if arr is None:
+                raise InputDataError(f"modality '{spec.name}' has no array")
+            if arr.shape != (n, *spec.shape):
+                raise ShapeMismatchError(
+                    f"modality '{spec.name}': array shape {arr.shape[1:]} does not match the "
+                    f"declared shape {list(spec.shape)}"
+                )
+            _check_finite(arr.reshape(n, -1), ids, f"modality '{spec.name}'", self.source)
+        if self.split is not None:
+            bad = sorted(set(map(str, self.split)) - {"train", "test"})
+            if bad:
+                raise InputDataError(
+                    f"source '{self.source}': split values {bad} are not 'train'/'test'"
+                )
+        return self
+
+
+def _check_finite(values: np.ndarray, ids: np.ndarray, what: str, source: str) -> None:
+    bad_rows = ~np.isfinite(values).all(axis=1)
+    if bad_rows.any():
+        count = int((~np.isfinite(values)).sum())
+        first = ", ".join(ids[bad_rows][:5])
+        raise NonFiniteValueError(
+            f"source '{source}': {what} holds {count} NaN/inf value(s) in "
+            f"{int(bad_rows.sum())} sample(s); first sample ids: {first}"
+        )
+
+
+def to_arrow(data: MultimodalData) -> pa.Table:
+    """Build the canonical Arrow table (with modality metadata) from ``data``."""
+    columns: dict[str, pa.Array] = {
+        "sample_id": pa.array(np.asarray(data.sample_ids).astype(str), pa.string()),
+        "target": pa.array(np.asarray(data.target, dtype=np.float64), pa.float64()),
+    }
+    if data.split is not None:
+        columns["split"] = pa.array(np.asarray(data.split).astype(str), pa.string())
+    for spec in data.specs:
+        flat = np.ascontiguousarray(data.arrays[spec.name], dtype=np.float32).reshape(-1)
+        columns[spec.name] = pa.FixedSizeListArray.from_arrays(pa.array(flat), spec.size)
+    table = pa.table(columns)
+    meta = {
+        METADATA_KEY: json.dumps([s.to_dict() for s in data.specs]).encode(),
+        b"fdrmfl.source": data.source.encode(),
+    }
+    return table.replace_schema_metadata(meta)
+
+
+def specs_from_schema(schema: pa.Schema) -> tuple[ModalitySpec, ...]:
+    """Read the modality specs stored in a canonical table's schema metadata."""
+    meta = schema.metadata or {}
+    if METADATA_KEY not in meta:
+        raise InputDataError(
+            "the table has no 'fdrmfl.modalities' schema metadata; it was not written by the "
+            "ingestion pipeline"
+        )
+    return tuple(
+        ModalitySpec(d["name"], d["kind"], tuple(d["shape"]))
+        for d in json.loads(meta[METADATA_KEY])
+    )
+
+
+def modality_array(table: pa.Table, spec: ModalitySpec) -> np.ndarray:
+    """One modality as ``float32`` ``(n, *shape)`` straight from the Arrow buffers (no row loop)."""
+    col = table.column(spec.name).combine_chunks()
+    if isinstance(col, pa.ChunkedArray):  # empty table
+        col = pa.concat_arrays(col.chunks) if col.num_chunks else pa.array([], col.type)
+    if col.null_count:
+        raise NonFiniteValueError(f"modality '{spec.name}' has {col.null_count} null row(s)")
+    if not pa.types.is_fixed_size_list(col.type) or col.type.list_size != spec.size:
+        raise ShapeMismatchError(
+            f"column '{spec.name}' has type {col.type}, expected fixed_size_list<float>[{spec.size}]"
+        )
+    values = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return values.reshape(len(table), *spec.shape)
+
+
+def from_arrow(table: pa.Table) -> MultimodalData:
+    """Rebuild :class:`MultimodalData` from a canonical table, shapes from its metadata."""
+    specs = specs_from_schema(table.schema)
+    meta = table.schema.metadata or {}
+    split = None
+    if "split" in table.column_names:
+        split = np.asarray(table.column("split").to_numpy(zero_copy_only=False)).astype(str)
+    return MultimodalData(
+        sample_ids=np.asarray(table.column("sample_id").to_numpy(zero_copy_only=False)).astype(str),
+        target=table.column("target").to_numpy().astype(np.float64),
+        arrays={s.name: modality_array(table, s) for s in specs},
+        specs=specs,
+        split=split,
+        source=meta.get(b"fdrmfl.source", b"").decode(),
+    )

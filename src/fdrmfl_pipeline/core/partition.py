@@ -1,0 +1,381 @@
+"""Client partition schemes: pure functions of targets, pools, sizes and a seeded generator.
+
+Flow (:func:`partition`): (1) a global train/test split (the source's predefined split, or a
+random ``test_fraction``); (2) the scheme assigns every sample of each pool (train pool, test pool)
+to a client, drawing client-level parameters once so a client's test data follows the same
+distribution as its training data; (3) ``val`` is carved at random from each client's training part.
+Test data is never looked at to make decisions: quantile bins are computed on the train pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from fdrmfl_pipeline.errors import PartitionError
+
+SCHEMES = (
+    "paper",
+    "iid",
+    "dirichlet",
+    "target_shift",
+    "quantity_skew",
+    "covariate_shift",
+    "missing_modality",
+)
+TRAIN, VAL, TEST = "train", "val", "test"
+
+
+@dataclass(frozen=True)
+class PartitionOptions:
+    """Every knob of every scheme (only the chosen scheme's are read)."""
+
+    scheme: str = "iid"
+    n_clients: int = 3
+    test_fraction: float = 0.2
+    use_predefined_split: bool = True
+    val_fraction: float = 0.15
+    dirichlet_alpha: float = 0.5
+    dirichlet_bins: int = 5
+    min_client_size: int = 5
+    max_tries: int = 100
+    shift_strictness: float = 0.8
+    skew_power: float = 1.0
+    gain_std: float = 0.2
+    offset_std: float = 0.2
+    noise_std: float = 0.1
+    missing_probability: float = 0.3
+    missing_map: Mapping[int, Sequence[str]] | None = field(default=None)
+
+
+def balanced_sizes(n: int, k: int, remainder_last: bool = False) -> np.ndarray:
+    """Split ``n`` into ``k`` sizes; the remainder goes to the last client or is spread first."""
+    base = np.full(k, n // k)
+    rem = n - base.sum()
+    if remainder_last:
+        base[-1] += rem
+    else:
+        base[:rem] += 1
+    return base
+
+
+def _slices(order: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Client id per position of ``order`` given contiguous slice ``sizes``."""
+    out = np.empty(len(order), dtype=np.int64)
+    out[order] = np.repeat(np.arange(len(sizes)), sizes)
+    return out
+
+
+def _sizes_from_proportions(n: int, p: np.ndarray) -> np.ndarray:
+    """Largest-remainder rounding of ``n * p`` to integers summing to ``n``."""
+    raw = n * p / p.sum()
+    sizes = np.floor(raw).astype(int)
+    short = n - sizes.sum()
+    if short:
+        sizes[np.argsort(-(raw - sizes), kind="stable")[:short]] += 1
+    return sizes
+
+
+def assign_paper(targets: np.ndarray, n_clients: int, rng: np.random.Generator) -> np.ndarray:
+    """Reference protocol: a random permutation cut into floor(n/K) slices, remainder to the last."""
+    return _slices(rng.permutation(len(targets)), balanced_sizes(len(targets), n_clients, True))
+
+
+def assign_iid(targets: np.ndarray, n_clients: int, rng: np.random.Generator) -> np.ndarray:
+    """Uniformly random, balanced client sizes (differ by at most one)."""
+    return _slices(rng.permutation(len(targets)), balanced_sizes(len(targets), n_clients))
+
+
+def assign_target_shift(
+    targets: np.ndarray, n_clients: int, rng: np.random.Generator, strictness: float
+) -> np.ndarray:
+    """Clients ordered by target: sort by ``strictness*z(y) + (1-strictness)*noise``, cut evenly.
+
+    ``strictness`` 1 gives disjoint target ranges per client (client 0 lowest), 0 gives IID.
+    """
+    sd = targets.std() or 1.0
+    z = (targets - targets.mean()) / sd
+    key = strictness * z + (1.0 - strictness) * rng.standard_normal(len(targets))
+    return _slices(np.argsort(key, kind="stable"), balanced_sizes(len(targets), n_clients))
+
+
+def assign_by_proportions(
+    pool_index: np.ndarray, proportions: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Shuffle ``pool_index`` positions and cut them by client ``proportions``."""
+    sizes = _sizes_from_proportions(len(pool_index), proportions)
+    return _slices(rng.permutation(len(pool_index)), sizes)
+
+
+def quantity_skew_proportions(n_clients: int, power: float) -> np.ndarray:
+    """Power-law client shares: client k gets a share proportional to (k+1)^-power."""
+    p = (np.arange(n_clients) + 1.0) ** (-power)
+    return p / p.sum()
+
+
+def target_bins(targets: np.ndarray, reference: np.ndarray, n_bins: int) -> np.ndarray:
+    """Quantile bin of each target, with edges from ``reference`` (the train pool) only."""
+    edges = np.quantile(reference, np.linspace(0, 1, n_bins + 1)[1:-1])
+    return np.searchsorted(edges, targets, side="right")
+
+
+def covariate_transforms(
+    n_clients: int, rng: np.random.Generator, gain_std: float, offset_std: float, noise_std: float
+) -> pd.DataFrame:
+    """Per-client input transformation for ``covariate_shift``.
+
+    Client k's inputs become ``gain_k * x + s * offset_k + s * noise_k * eps`` per modality, where
+    ``s`` is that modality's standard deviation over the client's own samples and ``eps`` is
+    N(0, 1) noise seeded by (seed, client). ``gain_k = exp(N(0, gain_std))``,
+    ``offset_k ~ N(0, offset_std)``, and ``noise_k`` grows linearly from 0 (client 0) to
+    ``noise_std`` (last client).
+    """
+    gains = np.exp(rng.normal(0.0, gain_std, n_clients))
+    offsets = rng.normal(0.0, offset_std, n_clients)
+    noise = noise_std * np.linspace(0.0, 1.0, n_clients) if n_clients > 1 else np.zeros(1)
+    return pd.DataFrame(
+        {
+            "client": np.arange(n_clients),
+            "covariate_gain": gains,
+            "covariate_offset": offsets,
+            "covariate_noise": noise,
+        }
+    )
+
+
+def apply_covariate_shift(
+    x: np.ndarray, gain: float, offset: float, noise: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Apply one client's :func:`covariate_transforms` row to a modality array ``x`` (n, ...)."""
+    if gain == 1.0 and offset == 0.0 and noise == 0.0:
+        return x
+    s = float(x.std()) or 1.0
+    out = gain * x + s * offset
+    if noise > 0:
+        out = out + s * noise * rng.standard_normal(x.shape)
+    return out.astype(x.dtype, copy=False)
+
+
+def modality_availability(
+    n_clients: int,
+    modalities: Sequence[str],
+    rng: np.random.Generator,
+    probability: float,
+    explicit: Mapping[int, Sequence[str]] | None,
+) -> np.ndarray:
+    """Boolean (client, modality) availability: an explicit map of missing modalities per client,
+    or each modality missing with ``probability`` (every client keeps at least one modality)."""
+    avail = np.ones((n_clients, len(modalities)), dtype=bool)
+    if explicit is not None:
+        for client, missing in explicit.items():
+            c = int(client)
+            if not 0 <= c < n_clients:
+                raise PartitionError(
+                    f"partitioning.missing_modality.map names client {c}, but there are only "
+                    f"{n_clients} clients (0..{n_clients - 1})"
+                )
+            for name in missing:
+                if name not in modalities:
+                    raise PartitionError(
+                        f"partitioning.missing_modality.map: client {c} lists unknown modality "
+                        f"'{name}'; the dataset has {list(modalities)}"
+                    )
+                avail[c, list(modalities).index(name)] = False
+        for c in range(n_clients):
+            if not avail[c].any():
+                raise PartitionError(
+                    f"partitioning.missing_modality.map removes every modality from client {c}; "
+                    "each client needs at least one"
+                )
+        return avail
+    avail = rng.random((n_clients, len(modalities))) >= probability
+    for c in range(n_clients):
+        if not avail[c].any():
+            avail[c, rng.integers(len(modalities))] = True
+    return avail
+
+
+def global_test_mask(
+    n: int,
+    predefined: np.ndarray | None,
+    use_predefined: bool,
+    test_fraction: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Which samples form the test pool: the source's split, or a random ``test_fraction``."""
+    if predefined is not None and use_predefined:
+        return np.asarray(predefined) == TEST
+    n_test = int(round(test_fraction * n))
+    if n_test < 1 or n_test >= n:
+        raise PartitionError(
+            f"partitioning.test_fraction={test_fraction} gives {n_test} test sample(s) out of {n}; "
+            "choose a fraction that leaves at least one sample on each side"
+        )
+    mask = np.zeros(n, dtype=bool)
+    mask[rng.choice(n, n_test, replace=False)] = True
+    return mask
+
+
+def _assign_pool(
+    opts: PartitionOptions,
+    targets: np.ndarray,
+    idx: np.ndarray,
+    rng: np.random.Generator,
+    dirichlet_p: np.ndarray | None,
+    bins: np.ndarray | None,
+) -> np.ndarray:
+    k = opts.n_clients
+    t = targets[idx]
+    if opts.scheme == "paper":
+        return assign_paper(t, k, rng)
+    if opts.scheme in ("iid", "covariate_shift", "missing_modality"):
+        return assign_iid(t, k, rng)
+    if opts.scheme == "target_shift":
+        return assign_target_shift(t, k, rng, opts.shift_strictness)
+    if opts.scheme == "quantity_skew":
+        return assign_by_proportions(idx, quantity_skew_proportions(k, opts.skew_power), rng)
+    if opts.scheme == "dirichlet":
+        assert dirichlet_p is not None and bins is not None
+        out = np.empty(len(idx), dtype=np.int64)
+        pool_bins = bins[idx]
+        for b in range(dirichlet_p.shape[0]):
+            pos = np.flatnonzero(pool_bins == b)
+            if len(pos):
+                out[pos] = assign_by_proportions(pos, dirichlet_p[b], rng)
+        return out
+    raise PartitionError(f"partitioning.scheme '{opts.scheme}' is not one of {SCHEMES}")
+
+
+def _check_counts(opts: PartitionOptions, client: np.ndarray, split: np.ndarray) -> str | None:
+    need = [TRAIN, TEST] + ([VAL] if opts.val_fraction > 0 else [])
+    for c in range(opts.n_clients):
+        mine = split[client == c]
+        for s in need:
+            count = int((mine == s).sum())
+            minimum = opts.min_client_size if (s == TRAIN and opts.scheme == "dirichlet") else 1
+            if count < minimum:
+                return f"client {c} gets {count} '{s}' sample(s) (needs at least {minimum})"
+    return None
+
+
+def _fix_hint(opts: PartitionOptions) -> str:
+    hints = ["lower partitioning.n_clients"]
+    if opts.scheme == "dirichlet":
+        hints.insert(0, "raise partitioning.dirichlet.alpha or lower min_client_size")
+    if opts.scheme == "quantity_skew":
+        hints.insert(0, "lower partitioning.quantity_skew.power")
+    hints.append("raise partitioning.val_fraction / test_fraction for empty val/test splits")
+    return "; ".join(hints)
+
+
+def partition(
+    sample_ids: np.ndarray,
+    targets: np.ndarray,
+    modalities: Sequence[str],
+    predefined_split: np.ndarray | None,
+    opts: PartitionOptions,
+    rng: np.random.Generator,
+) -> pd.DataFrame:
+    """Assign every sample to a client and a split; returns the ``client_assignments`` table."""
+    if opts.scheme not in SCHEMES:
+        raise PartitionError(f"partitioning.scheme '{opts.scheme}' is not one of {SCHEMES}")
+    n = len(targets)
+    if opts.n_clients < 1:
+        raise PartitionError(f"partitioning.n_clients must be >= 1, got {opts.n_clients}")
+    if n < opts.n_clients * 3:
+        raise PartitionError(
+            f"{n} samples cannot give {opts.n_clients} clients a train, val and test sample each; "
+            "lower partitioning.n_clients"
+        )
+    is_test = global_test_mask(
+        n, predefined_split, opts.use_predefined_split, opts.test_fraction, rng
+    )
+    train_idx, test_idx = np.flatnonzero(~is_test), np.flatnonzero(is_test)
+    if len(train_idx) == 0 or len(test_idx) == 0:
+        raise PartitionError(
+            f"the {'predefined' if predefined_split is not None else 'random'} split leaves "
+            f"{len(train_idx)} train and {len(test_idx)} test samples; both must be non-empty "
+            "(set partitioning.use_predefined_split=false or change test_fraction)"
+        )
+    tries = opts.max_tries if opts.scheme == "dirichlet" else 1
+    problem = None
+    for _ in range(tries):
+        dirichlet_p = bins = None
+        if opts.scheme == "dirichlet":
+            bins = target_bins(targets, targets[train_idx], opts.dirichlet_bins)
+            dirichlet_p = rng.dirichlet(
+                np.full(opts.n_clients, opts.dirichlet_alpha), opts.dirichlet_bins
+            )
+        client = np.empty(n, dtype=np.int64)
+        client[train_idx] = _assign_pool(opts, targets, train_idx, rng, dirichlet_p, bins)
+        client[test_idx] = _assign_pool(opts, targets, test_idx, rng, dirichlet_p, bins)
+        split = np.where(is_test, TEST, TRAIN).astype(object)
+        if opts.val_fraction > 0:
+            for c in range(opts.n_clients):
+                mine = np.flatnonzero((client == c) & ~is_test)
+                n_val = int(round(opts.val_fraction * len(mine)))
+                if len(mine) >= 2:
+                    n_val = min(max(n_val, 1), len(mine) - 1)
+                split[rng.choice(mine, n_val, replace=False) if n_val else []] = VAL
+        problem = _check_counts(opts, client, split)
+        if problem is None:
+            break
+    if problem is not None:
+        raise PartitionError(
+            f"partitioning scheme '{opts.scheme}' with {opts.n_clients} clients: {problem}"
+            f"{f' after {tries} tries' if tries > 1 else ''}. Try: {_fix_hint(opts)}"
+        )
+
+    out = pd.DataFrame(
+        {
+            "sample_id": np.asarray(sample_ids).astype(str),
+            "client": client,
+            "split": split.astype(str),
+        }
+    )
+    avail = np.ones((opts.n_clients, len(modalities)), dtype=bool)
+    if opts.scheme == "missing_modality":
+        avail = modality_availability(
+            opts.n_clients, modalities, rng, opts.missing_probability, opts.missing_map
+        )
+    for j, name in enumerate(modalities):
+        out[f"available_{name}"] = avail[client, j]
+    if opts.scheme == "covariate_shift":
+        tf = covariate_transforms(
+            opts.n_clients, rng, opts.gain_std, opts.offset_std, opts.noise_std
+        )
+        out = out.merge(tf, on="client", how="left", validate="many_to_one")
+    else:  # identity transform: same schema for every scheme
+        out = out.assign(covariate_gain=1.0, covariate_offset=0.0, covariate_noise=0.0)
+    return out
+
+
+def summarise(
+    assignments: pd.DataFrame, targets: pd.Series, modalities: Sequence[str]
+) -> pd.DataFrame:
+    """Per client and split: counts, target mean/std/min/max and available modalities."""
+    df = assignments.assign(target=assignments["sample_id"].map(targets).to_numpy())
+    rows = []
+    for (client, split), g in df.groupby(["client", "split"], sort=True):
+        avail = [m for m in modalities if g[f"available_{m}"].all()]
+        rows.append(
+            {
+                "client": int(client),
+                "split": split,
+                "n": len(g),
+                "target_mean": float(g["target"].mean()),
+                "target_std": float(g["target"].std(ddof=0)),
+                "target_min": float(g["target"].min()),
+                "target_max": float(g["target"].max()),
+                "modalities": ",".join(avail),
+            }
+        )
+    order = {TRAIN: 0, VAL: 1, TEST: 2}
+    return (
+        pd.DataFrame(rows)
+        .sort_values(["client", "split"], key=lambda s: s.map(order) if s.name == "split" else s)
+        .reset_index(drop=True)
+    )

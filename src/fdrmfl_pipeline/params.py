@@ -1,0 +1,174 @@
+"""Pydantic models of every parameter group (Kedro validates them before a run).
+
+Nodes annotate their ``params:<group>`` argument with these models; Kedro instantiates and
+validates them, so a bad value fails before any node runs, with the parameter's path in the error.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from fdrmfl_pipeline.core.partition import PartitionOptions
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- ingestion
+class SyntheticParams(_Strict):
+    function: Literal["f1", "f2", "f3"] = "f1"
+    n_train: int = Field(2000, ge=1)
+    n_test: int = Field(500, ge=1)
+    seed: int | None = Field(None, description="overrides the project seed for the generator")
+    noise_std: float = Field(0.0, ge=0.0)
+
+
+class TecatorParams(_Strict):
+    target: Literal["moisture", "fat", "protein"] = "fat"
+    modalities: list[Literal["spectrum", "spectrum_d1", "spectrum_d2", "lab"]] = Field(
+        default_factory=lambda: ["spectrum", "lab"], min_length=1
+    )
+    standard_split: bool = True
+    sg_window: int = Field(11, ge=3)
+    sg_polyorder: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _window(self) -> TecatorParams:
+        if self.sg_window % 2 == 0 or self.sg_window <= self.sg_polyorder:
+            raise ValueError(
+                f"sg_window={self.sg_window} must be odd and larger than sg_polyorder="
+                f"{self.sg_polyorder}"
+            )
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"modalities {self.modalities} contain a duplicate")
+        return self
+
+
+class CornParams(_Strict):
+    target: Literal["moisture", "oil", "protein", "starch"] = "moisture"
+    modalities: list[Literal["m5", "mp5", "mp6", "lab"]] = Field(
+        default_factory=lambda: ["m5", "lab"], min_length=1
+    )
+
+    @field_validator("modalities")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"modalities {v} contain a duplicate")
+        return v
+
+
+class TableModalityParams(_Strict):
+    columns: list[str] | None = None
+    pattern: str | None = None
+    kind: Literal["image", "sequence", "spectrum", "vector"] = "vector"
+    shape: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> TableModalityParams:
+        if (self.columns is None) == (self.pattern is None):
+            raise ValueError("give exactly one of 'columns' or 'pattern'")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern '{self.pattern}' is not a valid regex: {exc}") from exc
+        if self.shape is not None and any(s < 1 for s in self.shape):
+            raise ValueError(f"shape {self.shape} must hold positive integers")
+        return self
+
+
+class TableParams(_Strict):
+    target: str = "target"
+    id_column: str | None = None
+    split_column: str | None = None
+    modalities: dict[str, TableModalityParams] = Field(default_factory=dict)
+
+
+class IngestionParams(_Strict):
+    source: Literal["synthetic", "tecator", "corn", "table"] = "synthetic"
+    synthetic: SyntheticParams = SyntheticParams()
+    tecator: TecatorParams = TecatorParams()
+    corn: CornParams = CornParams()
+    table: TableParams = TableParams()
+
+    @model_validator(mode="after")
+    def _table_declared(self) -> IngestionParams:
+        if self.source == "table" and not self.table.modalities:
+            raise ValueError("source 'table' needs ingestion.table.modalities")
+        return self
+
+
+# --------------------------------------------------------------------------- partitioning
+class DirichletParams(_Strict):
+    alpha: float = Field(0.5, gt=0)
+    n_bins: int = Field(5, ge=2)
+    min_client_size: int = Field(5, ge=1)
+    max_tries: int = Field(100, ge=1)
+
+
+class TargetShiftParams(_Strict):
+    strictness: float = Field(0.8, ge=0.0, le=1.0)
+
+
+class QuantitySkewParams(_Strict):
+    power: float = Field(1.0, ge=0.0)
+
+
+class CovariateShiftParams(_Strict):
+    gain_std: float = Field(0.2, ge=0.0)
+    offset_std: float = Field(0.2, ge=0.0)
+    noise_std: float = Field(0.1, ge=0.0)
+
+
+class MissingModalityParams(_Strict):
+    probability: float = Field(0.3, ge=0.0, lt=1.0)
+    map: dict[int, list[str]] | None = Field(
+        None, description="explicit missing modalities per client id, e.g. {0: [text]}"
+    )
+
+
+class PartitioningParams(_Strict):
+    scheme: Literal[
+        "paper",
+        "iid",
+        "dirichlet",
+        "target_shift",
+        "quantity_skew",
+        "covariate_shift",
+        "missing_modality",
+    ] = "paper"
+    n_clients: int = Field(3, ge=1)
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    use_predefined_split: bool = True
+    val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    dirichlet: DirichletParams = DirichletParams()
+    target_shift: TargetShiftParams = TargetShiftParams()
+    quantity_skew: QuantitySkewParams = QuantitySkewParams()
+    covariate_shift: CovariateShiftParams = CovariateShiftParams()
+    missing_modality: MissingModalityParams = MissingModalityParams()
+
+    def options(self) -> PartitionOptions:
+        """The core's flat view of these parameters."""
+        return PartitionOptions(
+            scheme=self.scheme,
+            n_clients=self.n_clients,
+            test_fraction=self.test_fraction,
+            use_predefined_split=self.use_predefined_split,
+            val_fraction=self.val_fraction,
+            dirichlet_alpha=self.dirichlet.alpha,
+            dirichlet_bins=self.dirichlet.n_bins,
+            min_client_size=self.dirichlet.min_client_size,
+            max_tries=self.dirichlet.max_tries,
+            shift_strictness=self.target_shift.strictness,
+            skew_power=self.quantity_skew.power,
+            gain_std=self.covariate_shift.gain_std,
+            offset_std=self.covariate_shift.offset_std,
+            noise_std=self.covariate_shift.noise_std,
+            missing_probability=self.missing_modality.probability,
+            missing_map=self.missing_modality.map,
+        )

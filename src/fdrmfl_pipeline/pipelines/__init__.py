@@ -1,0 +1,1 @@
+"""Kedro pipelines: thin adapters over :mod:`fdrmfl_pipeline.core`."""

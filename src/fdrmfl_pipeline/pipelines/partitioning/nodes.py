@@ -1,0 +1,80 @@
+"""Partitioning nodes: assign samples to clients and splits, summarise, plot."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from fdrmfl_pipeline.core import partition, seeding
+from fdrmfl_pipeline.core.modalities import specs_from_schema
+from fdrmfl_pipeline.params import PartitioningParams
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
+
+
+def _targets(table: pa.Table) -> pd.Series:
+    ids = table.column("sample_id").to_numpy(zero_copy_only=False).astype(str)
+    return pd.Series(table.column("target").to_numpy(), index=ids, name="target")
+
+
+def assign_clients(
+    multimodal_dataset: pa.Table, params: PartitioningParams, seed: int
+) -> pd.DataFrame:
+    """Assign every sample to a client and to ``train``/``val``/``test`` with the chosen scheme."""
+    specs = specs_from_schema(multimodal_dataset.schema)
+    split = None
+    if "split" in multimodal_dataset.column_names:
+        split = multimodal_dataset.column("split").to_numpy(zero_copy_only=False).astype(str)
+    targets = _targets(multimodal_dataset)
+    out = partition.partition(
+        sample_ids=targets.index.to_numpy(),
+        targets=targets.to_numpy(),
+        modalities=[s.name for s in specs],
+        predefined_split=split,
+        opts=params.options(),
+        rng=seeding.rng(seed, "partition"),
+    )
+    counts = out.groupby(["client", "split"]).size().unstack(fill_value=0)
+    logger.info("Partition '%s' over %d clients:\n%s", params.scheme, params.n_clients, counts)
+    return out
+
+
+def summarise_partition(
+    client_assignments: pd.DataFrame, multimodal_dataset: pa.Table
+) -> pd.DataFrame:
+    """Per client and split: counts, target statistics and available modalities."""
+    names = [s.name for s in specs_from_schema(multimodal_dataset.schema)]
+    return partition.summarise(client_assignments, _targets(multimodal_dataset), names)
+
+
+def plot_client_targets(client_assignments: pd.DataFrame, multimodal_dataset: pa.Table) -> Figure:
+    """Histogram of each client's target values per split (one panel per client)."""
+    from matplotlib.figure import Figure
+
+    targets = _targets(multimodal_dataset)
+    df = client_assignments.assign(target=client_assignments["sample_id"].map(targets).to_numpy())
+    clients = sorted(df["client"].unique())
+    ncols = min(len(clients), 5)
+    nrows = int(np.ceil(len(clients) / ncols))
+    fig = Figure(figsize=(3.2 * ncols, 2.6 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, squeeze=False)).ravel()
+    bins = np.histogram_bin_edges(df["target"], bins=20)
+    for ax, c in zip(axes, clients, strict=False):
+        for split, color in (("train", "C0"), ("val", "C1"), ("test", "C2")):
+            vals = df.loc[(df["client"] == c) & (df["split"] == split), "target"]
+            if len(vals):
+                ax.hist(vals, bins=bins, alpha=0.55, color=color, label=f"{split} ({len(vals)})")
+        ax.set_title(f"client {c}")
+        ax.legend(fontsize=7)
+    for ax in axes[len(clients) :]:
+        ax.set_visible(False)
+    fig.supxlabel("target")
+    fig.suptitle("Target distribution per client and split")
+    return fig
