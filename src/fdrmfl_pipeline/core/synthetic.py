@@ -59,9 +59,9 @@ def generate_synthetic(
             relevant_sum(arrays["text"]),
             relevant_sum(arrays["vector"]),
         )
-        if noise_std > 0:
-            y = y + rng.normal(0.0, noise_std, size=n)
         parts.append((split, arrays, y))
+    if noise_std > 0:  # drawn after every input, so the inputs do not depend on the noise
+        parts = [(sp, arr, y + rng.normal(0.0, noise_std, size=len(y))) for sp, arr, y in parts]
     n_total = n_train + n_test
     width = len(str(max(n_total - 1, 1)))
     return MultimodalData(
