@@ -168,3 +168,74 @@ class LazyTableDataset(AbstractDataset[None, LazyTable]):
 
     def _describe(self) -> dict[str, Any]:
         return {"path": self._path, "filename_template": self._template}
+
+
+class TorchModelDataset(AbstractVersionedDataset[dict, dict]):
+    """Versioned model bundle: tensors (state dicts) and JSON strings only, saved with
+    ``torch.save`` and loaded with ``weights_only=True`` (no pickled classes, safe to load).
+    Rebuild the model with :func:`fdrmfl_pipeline.core.bundle.load_model`."""
+
+    def __init__(
+        self, filepath: str, version: Version | None = None, metadata: dict | None = None
+    ) -> None:
+        protocol, path = get_protocol_and_path(filepath, version)
+        self._protocol = protocol
+        self._fs = fsspec.filesystem(protocol)
+        self.metadata = metadata
+        super().__init__(
+            PurePosixPath(path),
+            version,
+            exists_function=self._fs.exists,
+            glob_function=self._fs.glob,
+        )
+
+    def load(self) -> dict:
+        import torch
+
+        path = get_filepath_str(self._get_load_path(), self._protocol)
+        with self._fs.open(path, "rb") as f:
+            return torch.load(f, weights_only=True)
+
+    def save(self, data: dict) -> None:
+        import io
+
+        import torch
+
+        path = get_filepath_str(self._get_save_path(), self._protocol)
+        parent = str(PurePosixPath(path).parent)
+        self._fs.makedirs(parent, exist_ok=True)
+        buf = io.BytesIO()
+        torch.save(data, buf)
+        tmp = f"{parent}/.{PurePosixPath(path).name}.{uuid.uuid4().hex}.tmp"
+        with self._fs.open(tmp, "wb") as f:
+            f.write(buf.getvalue())
+        self._fs.mv(tmp, path)
+
+    def _exists(self) -> bool:
+        try:
+            return self._fs.exists(get_filepath_str(self._get_load_path(), self._protocol))
+        except DatasetError:
+            return False
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": self._filepath, "version": self._version}
+
+
+class DirectoryDataset(AbstractDataset[None, "Path"]):
+    """A working directory owned by a node (e.g. training checkpoints); ``load()`` returns its
+    absolute path (Kedro resolves relative paths against the project root)."""
+
+    def __init__(self, path: str, metadata: dict | None = None) -> None:
+        self._path = path
+        self.metadata = metadata
+
+    def load(self):
+        from pathlib import Path
+
+        return Path(self._path)
+
+    def save(self, data: None) -> None:
+        raise DatasetError("DirectoryDataset is not saved to; nodes write inside the directory")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": self._path}

@@ -172,3 +172,42 @@ class PartitioningParams(_Strict):
             missing_probability=self.missing_modality.probability,
             missing_map=self.missing_modality.map,
         )
+
+
+# --------------------------------------------------------------------------- training
+class EarlyStoppingParams(_Strict):
+    enabled: bool = False
+    patience: int = Field(3, ge=1)
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class TrainingParams(_Strict):
+    strategy: Literal["fdrmfl", "fedavg", "fedprox", "moon", "local", "central"] = "fdrmfl"
+    engine: Literal["inprocess"] = "inprocess"
+    modalities: list[str] | None = Field(None, description="subset of the dataset's modalities")
+    encoders: dict[str, Literal["mlp", "cnn2d", "conv1d_attn", "gru_attn", "cnn1d"]] = Field(
+        default_factory=dict, description="encoder type per modality name (default: by kind)"
+    )
+    latent_dim: int = Field(16, ge=1)
+    hidden_dim: int = Field(64, ge=4)
+    head_hidden: int = Field(32, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    linear_path: bool = True
+    rounds: int = Field(5, ge=1)
+    local_epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=2)
+    optimizer: Literal["adam", "adamw"] = "adamw"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-2, ge=0.0)
+    grad_clip: float | None = Field(5.0, gt=0.0)
+    client_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    retention: float = Field(0.0, ge=0.0, lt=1.0)
+    lambda_mi: float = Field(0.1, ge=0.0)
+    lambda_kl: float = Field(0.01, ge=0.0)
+    lambda_con: float = Field(0.1, ge=0.0)
+    tau: float = Field(0.5, gt=0.0)
+    prox_mu: float = Field(0.01, ge=0.0)
+    scaling: Literal["federated", "local"] = "federated"
+    early_stopping: EarlyStoppingParams = EarlyStoppingParams()
+    resume: bool = False
+    num_threads: int = Field(1, ge=1, description="torch threads (fixed for bit-identical results)")

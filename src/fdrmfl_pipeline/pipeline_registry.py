@@ -6,7 +6,7 @@ from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
 # The default run: every stage that exists, in data-flow order.
-DEFAULT_CHAIN = ("ingestion", "partitioning")
+DEFAULT_CHAIN = ("ingestion", "partitioning", "training")
 
 
 def register_pipelines() -> dict[str, Pipeline]:

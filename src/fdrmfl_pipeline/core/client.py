@@ -1,0 +1,158 @@
+"""Client-side work: one local update, and evaluation of a model on a client's split."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from fdrmfl_pipeline.core import losses, seeding
+from fdrmfl_pipeline.core.clientdata import ClientData, SplitArrays
+from fdrmfl_pipeline.core.model import FDRMFLModel, ModelConfig, build_model
+
+State = dict[str, torch.Tensor]
+LOSS_TERMS = ("mse", "mi", "skl", "con", "prox")
+
+
+@dataclass(frozen=True)
+class LocalTrainConfig:
+    """Loss weights and optimiser settings of one local update (the round's config)."""
+
+    local_epochs: int = 3
+    batch_size: int = 32
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    grad_clip: float | None = 5.0
+    lambda_mi: float = 0.0
+    lambda_kl: float = 0.0
+    lambda_con: float = 0.0
+    tau: float = 0.5
+    prox_mu: float = 0.0
+
+
+@dataclass
+class ClientUpdate:
+    """Exactly what crosses the client -> server boundary: weights, a count, scalar metrics."""
+
+    client_id: int
+    state: State
+    n_samples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _tensors(
+    split: SplitArrays, idx=None
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    sel = slice(None) if idx is None else idx
+    x = {k: torch.from_numpy(np.ascontiguousarray(v[sel])) for k, v in split.x.items()}
+    return x, torch.from_numpy(split.mask[sel]), torch.from_numpy(split.y[sel])
+
+
+def model_from_state(config: ModelConfig, state: State) -> FDRMFLModel:
+    model = build_model(config, seed=0)
+    model.load_state_dict(state)
+    return model
+
+
+def local_update(
+    config: ModelConfig,
+    global_state: State,
+    prev_state: State | None,
+    data: ClientData,
+    cfg: LocalTrainConfig,
+    seed: int,
+    round_: int,
+) -> tuple[ClientUpdate, State]:
+    """Train the received global model on the client's ``train`` split.
+
+    The optimiser is created fresh every round (no moments carried across rounds). Returns the
+    update for the server and the client's new local state (kept client-side as the "previous
+    model" of the contrastive term). Randomness (shuffling, dropout, latent sampling) is seeded by
+    (seed, client, round), so the result does not depend on which other clients ran before.
+    """
+    t0 = time.perf_counter()
+    torch.manual_seed(seeding.derived_seed(seed, "local", data.client_id, round_))
+    gen = torch.Generator().manual_seed(
+        seeding.derived_seed(seed, "shuffle", data.client_id, round_)
+    )
+    model = model_from_state(config, global_state)
+    model.train()
+    use_con = cfg.lambda_con > 0 and prev_state is not None
+    frozen_global = frozen_prev = None
+    if use_con:
+        frozen_global = model_from_state(config, global_state).eval().requires_grad_(False)
+        frozen_prev = model_from_state(config, prev_state).eval().requires_grad_(False)
+    global_params = [p.detach().clone() for p in model.parameters()] if cfg.prox_mu > 0 else None
+    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+    opt = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    train = data.train
+    sums = dict.fromkeys((*LOSS_TERMS, "loss"), 0.0)
+    steps = 0
+    for _ in range(cfg.local_epochs):
+        perm = torch.randperm(train.n, generator=gen).numpy()
+        for start in range(0, train.n, cfg.batch_size):
+            idx = perm[start : start + cfg.batch_size]
+            if len(idx) < 2 and train.n >= 2:
+                continue  # a batch of one has no correlation or variance
+            x, mask, y = _tensors(train, idx)
+            out = model(x, mask)
+            terms = {"mse": losses.mse(out.y_hat, y)}
+            loss = terms["mse"]
+            if cfg.lambda_mi > 0:
+                terms["mi"] = losses.gaussian_mi_loss(model.mi_critic(out.z).squeeze(-1), y)
+                loss = loss + cfg.lambda_mi * terms["mi"]
+            if cfg.lambda_kl > 0:
+                terms["skl"] = losses.symmetric_kl(out.mu, out.logvar, mask)
+                loss = loss + cfg.lambda_kl * terms["skl"]
+            if use_con:
+                with torch.no_grad():
+                    z_glob = frozen_global(x, mask, sample=False).z
+                    z_prev = frozen_prev(x, mask, sample=False).z
+                terms["con"] = losses.moon_contrastive(out.z, z_glob, z_prev, cfg.tau)
+                loss = loss + cfg.lambda_con * terms["con"]
+            if global_params is not None:
+                terms["prox"] = losses.proximal(list(model.parameters()), global_params)
+                loss = loss + 0.5 * cfg.prox_mu * terms["prox"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            for k, v in terms.items():
+                sums[k] += float(v.detach())
+            sums["loss"] += float(loss.detach())
+            steps += 1
+    metrics = {f"train_{k}": (v / steps if steps else float("nan")) for k, v in sums.items()}
+    metrics["seconds"] = time.perf_counter() - t0
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return ClientUpdate(data.client_id, state, train.n, metrics), state
+
+
+@torch.no_grad()
+def predict(
+    model: FDRMFLModel, split: SplitArrays, batch_size: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fused features Z and the head's prediction (standardised units) for every row of ``split``."""
+    model.eval()
+    zs, ys = [], []
+    for start in range(0, split.n, batch_size):
+        x, mask, _ = _tensors(split, slice(start, start + batch_size))
+        out = model(x, mask, sample=False)
+        zs.append(out.z.numpy())
+        ys.append(out.y_hat.numpy())
+    d = model.config.latent_dim
+    if not zs:
+        return np.zeros((0, d), np.float32), np.zeros(0, np.float32)
+    return np.concatenate(zs), np.concatenate(ys)
+
+
+def evaluate_mse(model: FDRMFLModel, split: SplitArrays, y_mean: float, y_std: float) -> float:
+    """MSE of the head on ``split`` in the target's original units."""
+    if split.n == 0:
+        return float("nan")
+    _, y_hat = predict(model, split)
+    pred = y_hat.astype(np.float64) * y_std + y_mean
+    return float(np.mean((pred - split.y_raw) ** 2))

@@ -1,0 +1,234 @@
+"""Per-client arrays (train/val/test) and scalers fitted on training data only.
+
+Scalers come from sufficient statistics (count, sum, sum of squares) of each client's ``train``
+split: ``federated`` sums them over clients (what a server may learn: no sample leaves a
+client), ``local`` keeps each client's own. Validation and test rows never enter a scaler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from fdrmfl_pipeline.core import seeding
+from fdrmfl_pipeline.core.modalities import MultimodalData
+from fdrmfl_pipeline.core.partition import apply_covariate_shift
+from fdrmfl_pipeline.errors import ConfigError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class SplitArrays:
+    sample_ids: np.ndarray
+    x: dict[str, np.ndarray]  # scaled float32, (n, *shape); zeros where a modality is absent
+    mask: np.ndarray  # (n, M) bool: modality present
+    y: np.ndarray  # scaled float32 target
+    y_raw: np.ndarray  # target in original units
+
+    @property
+    def n(self) -> int:
+        return len(self.sample_ids)
+
+
+@dataclass
+class ClientData:
+    client_id: int
+    splits: dict[str, SplitArrays]
+    available: np.ndarray  # (M,) bool
+
+    @property
+    def train(self) -> SplitArrays:
+        return self.splits["train"]
+
+    @property
+    def val(self) -> SplitArrays:
+        return self.splits["val"]
+
+
+@dataclass
+class Scaler:
+    """Per-feature standardisation of every modality and of the target."""
+
+    x_mean: dict[str, np.ndarray]
+    x_std: dict[str, np.ndarray]
+    y_mean: float
+    y_std: float
+
+    def to_dict(self) -> dict:
+        return {
+            "x_mean": {k: v.tolist() for k, v in self.x_mean.items()},
+            "x_std": {k: v.tolist() for k, v in self.x_std.items()},
+            "y_mean": self.y_mean,
+            "y_std": self.y_std,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Scaler:
+        return cls(
+            {k: np.asarray(v, np.float64) for k, v in d["x_mean"].items()},
+            {k: np.asarray(v, np.float64) for k, v in d["x_std"].items()},
+            float(d["y_mean"]),
+            float(d["y_std"]),
+        )
+
+
+@dataclass
+class SufficientStats:
+    """What a client shares to build a federated scaler: counts, sums, sums of squares."""
+
+    n: dict[str, int]
+    s1: dict[str, np.ndarray]
+    s2: dict[str, np.ndarray]
+    y_n: int
+    y_s1: float
+    y_s2: float
+
+    def __add__(self, other: SufficientStats) -> SufficientStats:
+        keys = set(self.n) | set(other.n)
+        z = np.zeros(1)
+        return SufficientStats(
+            {k: self.n.get(k, 0) + other.n.get(k, 0) for k in keys},
+            {k: self.s1.get(k, z) + other.s1.get(k, z) for k in keys},
+            {k: self.s2.get(k, z) + other.s2.get(k, z) for k in keys},
+            self.y_n + other.y_n,
+            self.y_s1 + other.y_s1,
+            self.y_s2 + other.y_s2,
+        )
+
+    def scaler(self, shapes: dict[str, tuple[int, ...]]) -> Scaler:
+        mean, std = {}, {}
+        for k, shape in shapes.items():
+            n = self.n.get(k, 0)
+            if n == 0:  # a modality no client has: identity
+                mean[k], std[k] = np.zeros(shape), np.ones(shape)
+                continue
+            m = self.s1[k] / n
+            var = np.maximum(self.s2[k] / n - m * m, 0.0)
+            sd = np.sqrt(var)
+            mean[k], std[k] = m, np.where(sd > 1e-8, sd, 1.0)
+        ym = self.y_s1 / self.y_n
+        ysd = float(np.sqrt(max(self.y_s2 / self.y_n - ym * ym, 0.0)))
+        return Scaler(mean, std, float(ym), ysd if ysd > 1e-12 else 1.0)
+
+
+def train_stats(
+    x: dict[str, np.ndarray], mask: np.ndarray, y: np.ndarray, names: Sequence[str]
+) -> SufficientStats:
+    """Sufficient statistics of one client's training split (present modalities only)."""
+    n, s1, s2 = {}, {}, {}
+    for j, name in enumerate(names):
+        v = x[name][mask[:, j]].astype(np.float64)
+        n[name], s1[name], s2[name] = len(v), v.sum(axis=0), (v * v).sum(axis=0)
+    y = y.astype(np.float64)
+    return SufficientStats(n, s1, s2, len(y), float(y.sum()), float((y * y).sum()))
+
+
+def _scale(
+    raw: dict[str, np.ndarray], mask: np.ndarray, y_raw: np.ndarray, scaler: Scaler, names
+) -> tuple:
+    x = {}
+    for j, name in enumerate(names):
+        v = ((raw[name] - scaler.x_mean[name]) / scaler.x_std[name]).astype(np.float32)
+        v[~mask[:, j]] = 0.0  # never read: the model masks absent modalities out
+        x[name] = v
+    y = ((y_raw - scaler.y_mean) / scaler.y_std).astype(np.float32)
+    return x, y
+
+
+def build_clients(
+    data: MultimodalData,
+    assignments: pd.DataFrame,
+    modalities: Sequence[str],
+    scaling: str,
+    seed: int,
+) -> tuple[dict[int, ClientData], dict[int, Scaler]]:
+    """Split ``data`` by ``client_assignments`` and scale it; returns clients and their scalers."""
+    missing = [m for m in modalities if m not in data.modality_names]
+    if missing:
+        raise ConfigError(
+            f"training.modalities names {missing}, which the dataset lacks; it has {data.modality_names}"
+        )
+    pos = pd.Series(np.arange(data.n), index=data.sample_ids)
+    unknown = ~assignments["sample_id"].isin(pos.index)
+    if unknown.any():
+        raise ConfigError(
+            f"client_assignments holds {int(unknown.sum())} sample id(s) not in multimodal_dataset "
+            f"(e.g. {assignments.loc[unknown, 'sample_id'].iloc[0]}); rerun partitioning"
+        )
+    raw: dict[int, dict[str, tuple]] = {}
+    stats: dict[int, SufficientStats] = {}
+    clients = sorted(int(c) for c in assignments["client"].unique())
+    for c in clients:
+        a_c = assignments[assignments["client"] == c]
+        idx_all = pos[a_c["sample_id"]].to_numpy()
+        avail = np.array(
+            [
+                bool(a_c[f"available_{m}"].all()) if f"available_{m}" in a_c else True
+                for m in modalities
+            ]
+        )
+        gain = float(a_c["covariate_gain"].iloc[0]) if "covariate_gain" in a_c else 1.0
+        offset = float(a_c["covariate_offset"].iloc[0]) if "covariate_offset" in a_c else 0.0
+        noise = float(a_c["covariate_noise"].iloc[0]) if "covariate_noise" in a_c else 0.0
+        shifted = {
+            m: apply_covariate_shift(
+                data.arrays[m][idx_all], gain, offset, noise, seeding.rng(seed, "covariate", c, m)
+            )
+            for m in modalities
+        }
+        split_of = a_c["split"].to_numpy()
+        raw[c] = {}
+        for s in SPLITS:
+            sel = split_of == s
+            mask = np.tile(avail, (int(sel.sum()), 1))
+            raw[c][s] = (
+                a_c["sample_id"].to_numpy()[sel].astype(str),
+                {m: shifted[m][sel] for m in modalities},
+                mask,
+                data.target[idx_all[sel]],
+            )
+        ids, x, mask, y = raw[c]["train"]
+        stats[c] = train_stats(x, mask, y, modalities)
+    shapes = {m: data.spec(m).shape for m in modalities}
+    if scaling == "federated":
+        total = stats[clients[0]]
+        for c in clients[1:]:
+            total = total + stats[c]
+        shared = total.scaler(shapes)
+        scalers = dict.fromkeys(clients, shared)
+    elif scaling == "local":
+        scalers = {c: stats[c].scaler(shapes) for c in clients}
+    else:
+        raise ConfigError(f"training.scaling '{scaling}' is not 'federated' or 'local'")
+    out = {}
+    for c in clients:
+        splits = {}
+        for s in SPLITS:
+            ids, x_raw, mask, y_raw = raw[c][s]
+            x, y = _scale(x_raw, mask, y_raw, scalers[c], modalities)
+            splits[s] = SplitArrays(ids, x, mask, y, y_raw.astype(np.float64))
+        out[c] = ClientData(
+            c,
+            splits,
+            raw[c]["train"][2][0] if len(raw[c]["train"][2]) else np.ones(len(modalities), bool),
+        )
+    return out, scalers
+
+
+def pool_clients(clients: dict[int, ClientData], names: Sequence[str]) -> ClientData:
+    """All clients' splits concatenated into one (the ``central`` upper bound)."""
+    splits = {}
+    for s in SPLITS:
+        parts = [clients[c].splits[s] for c in sorted(clients)]
+        splits[s] = SplitArrays(
+            np.concatenate([p.sample_ids for p in parts]),
+            {m: np.concatenate([p.x[m] for p in parts]) for m in names},
+            np.concatenate([p.mask for p in parts]),
+            np.concatenate([p.y for p in parts]),
+            np.concatenate([p.y_raw for p in parts]),
+        )
+    return ClientData(-1, splits, np.ones(len(names), bool))

@@ -1,0 +1,235 @@
+"""The in-process federated engine: rounds, client sampling, FedAvg, retention, validation,
+early stopping, checkpoints and history. Strategies share this one loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fdrmfl_pipeline.core import aggregation
+from fdrmfl_pipeline.core.client import (
+    LOSS_TERMS,
+    ClientUpdate,
+    LocalTrainConfig,
+    evaluate_mse,
+    local_update,
+    model_from_state,
+)
+from fdrmfl_pipeline.core.clientdata import ClientData, Scaler, pool_clients
+from fdrmfl_pipeline.core.model import ModelConfig, build_model
+
+logger = logging.getLogger(__name__)
+State = dict[str, torch.Tensor]
+STRATEGIES = ("fdrmfl", "fedavg", "fedprox", "moon", "local", "central")
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    strategy: str = "fdrmfl"
+    rounds: int = 5
+    client_fraction: float = 1.0
+    retention: float = 0.0
+    early_stopping: bool = False
+    patience: int = 3
+    min_delta: float = 0.0
+    seed: int = 42
+
+
+def strategy_loss_config(strategy: str, cfg: LocalTrainConfig) -> LocalTrainConfig:
+    """The loss terms each strategy keeps (same code, different weights)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy '{strategy}'; expected one of {STRATEGIES}")
+    off = {"lambda_mi": 0.0, "lambda_kl": 0.0, "lambda_con": 0.0}
+    if strategy == "fdrmfl":
+        return replace(cfg, prox_mu=0.0)
+    if strategy in ("fedavg", "local", "central"):
+        return replace(cfg, prox_mu=0.0, **off)
+    if strategy == "fedprox":
+        return replace(cfg, **off)
+    return replace(cfg, prox_mu=0.0, lambda_mi=0.0, lambda_kl=0.0)  # moon
+
+
+@dataclass
+class TrainingResult:
+    global_state: State
+    client_states: dict[int, State]  # 'local': each client's own model; else empty
+    history: list[dict]
+    best_round: int
+    rounds_run: int
+
+
+def _hash(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def _save_checkpoint(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def run_federated(
+    model_config: ModelConfig,
+    clients: dict[int, ClientData],
+    scalers: dict[int, Scaler],
+    local_cfg: LocalTrainConfig,
+    fed: FederationConfig,
+    checkpoint_path: Path | None = None,
+    resume: bool = False,
+    on_update: Callable[[ClientUpdate], None] | None = None,
+    on_round_end: Callable[[int], None] | None = None,
+) -> TrainingResult:
+    """Run ``fed.rounds`` rounds of the chosen strategy and return the final model and history.
+
+    ``on_update`` sees every :class:`ClientUpdate` the server receives (used to audit the
+    privacy boundary); ``on_round_end`` is called after each round's checkpoint.
+    """
+    cfg = strategy_loss_config(fed.strategy, local_cfg)
+    names = [m.name for m in model_config.modalities]
+    if fed.strategy == "central":
+        clients = {-1: pool_clients(clients, names)}
+        # the pooled split keeps each row's own scaling; report in the first client's units
+        scalers = {-1: next(iter(scalers.values()))}
+    ids = sorted(clients)
+    init = build_model(model_config, seed=fed.seed)
+    global_state = {k: v.detach().clone() for k, v in init.state_dict().items()}
+    prev_states: dict[int, State] = {}
+    client_states: dict[int, State] = (
+        {c: global_state for c in ids} if fed.strategy == "local" else {}
+    )
+    history: list[dict] = []
+    best = (math.inf, 0, global_state, dict(client_states))
+    stale = 0
+    start_round = 1
+    key = _hash(
+        model_config.to_json(), asdict(cfg), asdict(fed), ids, [clients[c].train.n for c in ids]
+    )
+    if resume and checkpoint_path is not None and checkpoint_path.exists():
+        ck = torch.load(checkpoint_path, weights_only=False)
+        if ck.get("key") != key:
+            logger.warning(
+                "Checkpoint %s belongs to another configuration: starting afresh", checkpoint_path
+            )
+        else:
+            global_state, prev_states, client_states = (
+                ck["global_state"],
+                ck["prev_states"],
+                ck["client_states"],
+            )
+            history, best, stale, start_round = (
+                ck["history"],
+                ck["best"],
+                ck["stale"],
+                ck["round"] + 1,
+            )
+            logger.info("Resuming from checkpoint %s after round %d", checkpoint_path, ck["round"])
+    rnd = start_round - 1
+    for rnd in range(start_round, fed.rounds + 1):
+        t_round = time.perf_counter()
+        selected = (
+            ids
+            if fed.strategy in ("local", "central")
+            else aggregation.sample_clients(ids, fed.client_fraction, fed.seed, rnd)
+        )
+        updates: list[ClientUpdate] = []
+        for c in selected:
+            start_state = client_states[c] if fed.strategy == "local" else global_state
+            upd, local_state = local_update(
+                model_config, start_state, prev_states.get(c), clients[c], cfg, fed.seed, rnd
+            )
+            prev_states[c] = local_state  # stays on the client
+            if fed.strategy == "local":
+                client_states[c] = local_state
+            if on_update is not None:
+                on_update(upd)
+            updates.append(upd)
+        if fed.strategy != "local":
+            avg = aggregation.fedavg([(u.client_id, u.state, u.n_samples) for u in updates])
+            global_state = aggregation.retain(avg, global_state, fed.retention)
+        # validation of the new model(s) on every client's val split (original units)
+        by_id = {u.client_id: u for u in updates}
+        shared_model = (
+            None if fed.strategy == "local" else model_from_state(model_config, global_state)
+        )
+        round_rows, vals, weights = [], [], []
+        for c in ids:
+            model = shared_model or model_from_state(model_config, client_states[c])
+            sc = scalers[c]
+            val_mse = evaluate_mse(model, clients[c].val, sc.y_mean, sc.y_std)
+            u = by_id.get(c)
+            row = {
+                "round": rnd,
+                "client": c,
+                "participated": u is not None,
+                "n_samples": clients[c].train.n,
+                "train_loss": u.metrics["train_loss"] if u else np.nan,
+                **{f"loss_{t}": (u.metrics[f"train_{t}"] if u else np.nan) for t in LOSS_TERMS},
+                "val_mse": val_mse,
+                "seconds": u.metrics["seconds"] if u else 0.0,
+            }
+            round_rows.append(row)
+            if clients[c].val.n and np.isfinite(val_mse):
+                vals.append(val_mse)
+                weights.append(clients[c].val.n)
+        history.extend(round_rows)
+        mean_val = float(np.average(vals, weights=weights)) if vals else float("nan")
+        terms = {
+            t: np.nanmean([r[f"loss_{t}"] for r in round_rows]) for t in ("mse", "mi", "skl", "con")
+        }
+        logger.info(
+            "round %d/%d strategy=%s clients=%s loss=%.4f mse=%.4f mi=%.4f skl=%.4f con=%.4f val_mse=%.5g (%.1fs)",
+            rnd,
+            fed.rounds,
+            fed.strategy,
+            selected,
+            np.nanmean([r["train_loss"] for r in round_rows]),
+            terms["mse"],
+            terms["mi"],
+            terms["skl"],
+            terms["con"],
+            mean_val,
+            time.perf_counter() - t_round,
+        )
+        if np.isfinite(mean_val) and mean_val < best[0] - fed.min_delta:
+            best, stale = (mean_val, rnd, global_state, dict(client_states)), 0
+        else:
+            stale += 1
+        stop = fed.early_stopping and stale >= fed.patience
+        if checkpoint_path is not None:
+            _save_checkpoint(
+                checkpoint_path,
+                {
+                    "key": key,
+                    "round": rnd,
+                    "global_state": global_state,
+                    "prev_states": prev_states,
+                    "client_states": client_states,
+                    "history": history,
+                    "best": best,
+                    "stale": stale,
+                },
+            )
+        if on_round_end is not None:
+            on_round_end(rnd)
+        if stop:
+            logger.info(
+                "Early stopping after round %d (best round %d, val_mse %.5g)", rnd, best[1], best[0]
+            )
+            break
+    if fed.early_stopping and best[1] > 0:
+        global_state, client_states = best[2], best[3]
+        best_round = best[1]
+    else:
+        best_round = rnd
+    return TrainingResult(global_state, client_states, history, best_round, rnd)

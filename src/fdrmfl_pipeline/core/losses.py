@@ -1,0 +1,75 @@
+"""The FDRMFL loss terms (each a plain function of tensors)."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+
+
+def mse(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error on the standardised target."""
+    return F.mse_loss(y_hat, y)
+
+
+def gaussian_mi_loss(
+    score: torch.Tensor, y: torch.Tensor, max_rho2: float = 0.9999
+) -> torch.Tensor:
+    """Mutual-information preservation term, to be *minimised*.
+
+    Estimator: the Gaussian mutual information ``I = -1/2 log(1 - rho^2)`` between a learned
+    scalar projection ``score = f(Z)`` (the model's ``mi_critic``, an MLP, so it can capture
+    nonlinear dependence such as an even response) and the response ``y``, with ``rho`` the
+    Pearson correlation over the mini-batch. For jointly Gaussian (f(Z), y) this is exact, and
+    ``I(f(Z); y) <= I(Z; y)``, so lowering the returned value ``1/2 log(1 - rho^2) = -I`` raises a
+    lower bound on the information Z keeps about y. ``rho^2`` is clipped at ``max_rho2``.
+    """
+    s = score - score.mean()
+    t = y - y.mean()
+    denom = torch.sqrt((s * s).sum() * (t * t).sum()).clamp_min(1e-12)
+    rho = (s * t).sum() / denom
+    return 0.5 * torch.log1p(-(rho * rho).clamp(max=max_rho2))
+
+
+def gaussian_skl(mu_a, logvar_a, mu_b, logvar_b) -> torch.Tensor:
+    """Closed-form symmetric KL ``(KL(a||b) + KL(b||a)) / 2`` of diagonal Gaussians, summed over
+    the latent dimensions: ``1/2 sum_d [(va + D^2)/(2 vb) + (vb + D^2)/(2 va) - 1]``."""
+    va, vb = logvar_a.exp(), logvar_b.exp()
+    d2 = (mu_a - mu_b) ** 2
+    return 0.5 * ((va + d2) / (2 * vb) + (vb + d2) / (2 * va) - 1.0).sum(dim=-1)
+
+
+def symmetric_kl(mu: torch.Tensor, logvar: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Alignment term: per sample, the mean symmetric KL over the pairs of *present* modalities;
+    averaged over the samples that have at least two modalities (0 if none has)."""
+    m = mu.shape[1]
+    if m < 2:
+        return mu.new_zeros(())
+    total = mu.new_zeros(mu.shape[0])
+    pairs = mu.new_zeros(mu.shape[0])
+    for a, b in itertools.combinations(range(m), 2):
+        both = (mask[:, a] & mask[:, b]).to(mu.dtype)
+        total = total + both * gaussian_skl(mu[:, a], logvar[:, a], mu[:, b], logvar[:, b])
+        pairs = pairs + both
+    has = pairs > 0
+    if not has.any():
+        return mu.new_zeros(())
+    return (total[has] / pairs[has]).mean()
+
+
+def moon_contrastive(
+    z: torch.Tensor, z_global: torch.Tensor, z_prev: torch.Tensor, tau: float
+) -> torch.Tensor:
+    """MOON inter-model contrastive term on the same mini-batch:
+    ``-log(exp(cos(z, z_glob)/tau) / (exp(cos(z, z_glob)/tau) + exp(cos(z, z_prev)/tau)))``,
+    averaged over the batch. ``z_global``/``z_prev`` come from frozen models."""
+    pos = F.cosine_similarity(z, z_global, dim=-1) / tau
+    neg = F.cosine_similarity(z, z_prev, dim=-1) / tau
+    logits = torch.stack([pos, neg], dim=1)
+    return F.cross_entropy(logits, torch.zeros(len(z), dtype=torch.long, device=z.device))
+
+
+def proximal(model_params, global_params) -> torch.Tensor:
+    """FedProx's ``||w - w_global||^2`` (multiply by mu/2)."""
+    return sum(((p - g) ** 2).sum() for p, g in zip(model_params, global_params, strict=True))

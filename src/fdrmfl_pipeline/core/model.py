@@ -1,0 +1,164 @@
+"""FDRMFLModel: per-modality Gaussian encoders -> masked gated fusion -> Z -> regression head.
+
+The model is rebuilt from a JSON-able :class:`ModelConfig`; weights travel as a ``state_dict``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from fdrmfl_pipeline.core.encoders import DEFAULT_ENCODER, build_encoder
+
+
+@dataclass(frozen=True)
+class ModalityConfig:
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    encoder: str
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the architecture (no weights)."""
+
+    modalities: tuple[ModalityConfig, ...]
+    latent_dim: int = 16
+    hidden_dim: int = 64
+    dropout: float = 0.1
+    linear_path: bool = True
+    head_hidden: int = 32
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        d = json.loads(text)
+        mods = tuple(
+            ModalityConfig(m["name"], m["kind"], tuple(m["shape"]), m["encoder"])
+            for m in d.pop("modalities")
+        )
+        return cls(modalities=mods, **d)
+
+    @classmethod
+    def for_modalities(
+        cls,
+        specs: list[tuple[str, str, tuple[int, ...]]],
+        encoders: dict[str, str] | None = None,
+        **kw,
+    ) -> ModelConfig:
+        """Pick each modality's encoder from its kind, unless ``encoders`` overrides it by name."""
+        encoders = encoders or {}
+        mods = tuple(
+            ModalityConfig(name, kind, tuple(shape), encoders.get(name, DEFAULT_ENCODER[kind]))
+            for name, kind, shape in specs
+        )
+        return cls(modalities=mods, **kw)
+
+
+class ModelOutput(NamedTuple):
+    mu: torch.Tensor  # (B, M, d) per-modality latent means
+    logvar: torch.Tensor  # (B, M, d) per-modality latent log-variances
+    z: torch.Tensor  # (B, d) fused feature
+    y_hat: torch.Tensor  # (B,) prediction of the standardised target
+    mask: torch.Tensor  # (B, M) which modalities were present
+
+
+class GatedFusion(nn.Module):
+    """Attention-weighted combination of modality tokens; absent modalities get weight 0.
+
+    Weights are a softmax over the present modalities of ``v . tanh(W t_m) + b_m``; the fused
+    vector is refined by a residual MLP. Each present modality reaches Z through its weight and
+    its token; an absent one is excluded from the softmax (not replaced by zeros).
+    """
+
+    def __init__(self, n_modalities: int, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1))
+        self.bias = nn.Parameter(torch.zeros(n_modalities))
+        self.refine = nn.Sequential(
+            nn.LayerNorm(dim),
+            nn.Linear(dim, dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(dim, dim),
+        )
+        self.n_modalities = n_modalities
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits = self.score(tokens).squeeze(-1) + self.bias  # (B, M)
+        logits = logits.masked_fill(~mask, float("-inf"))
+        w = torch.softmax(logits, dim=1)
+        w = torch.nan_to_num(w, nan=0.0)  # a sample with no modality at all
+        # scale by M so the fused vector behaves like a sum over modalities when all are present
+        fused = self.n_modalities * (w.unsqueeze(-1) * tokens).sum(dim=1)
+        return fused + self.refine(fused)
+
+
+class FDRMFLModel(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.names = [m.name for m in config.modalities]
+        self.encoders = nn.ModuleDict(
+            {
+                m.name: build_encoder(
+                    m.encoder,
+                    m.shape,
+                    config.hidden_dim,
+                    config.latent_dim,
+                    config.dropout,
+                    config.linear_path,
+                )
+                for m in config.modalities
+            }
+        )
+        d = config.latent_dim
+        self.fusion = GatedFusion(len(self.names), d, config.dropout)
+        self.head_linear = nn.Linear(d, 1)
+        self.head_mlp = nn.Sequential(
+            nn.Linear(d, config.head_hidden), nn.GELU(), nn.Linear(config.head_hidden, 1)
+        )
+        # critic for the mutual-information term (a learned scalar projection of Z)
+        self.mi_critic = nn.Sequential(
+            nn.Linear(d, config.head_hidden), nn.GELU(), nn.Linear(config.head_hidden, 1)
+        )
+
+    def encode(
+        self, x: dict[str, torch.Tensor], mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        mus, logvars = [], []
+        for name in self.names:
+            mu, logvar = self.encoders[name](x[name])
+            mus.append(mu)
+            logvars.append(logvar)
+        return torch.stack(mus, dim=1), torch.stack(logvars, dim=1)
+
+    def forward(
+        self, x: dict[str, torch.Tensor], mask: torch.Tensor, sample: bool | None = None
+    ) -> ModelOutput:
+        """``sample`` (default: ``self.training``) draws tokens mu + sigma*eps (reparameterised)."""
+        mu, logvar = self.encode(x, mask)
+        tokens = mu
+        if self.training if sample is None else sample:
+            tokens = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        z = self.fusion(tokens, mask)
+        y_hat = (self.head_linear(z) + self.head_mlp(z)).squeeze(-1)
+        return ModelOutput(mu, logvar, z, y_hat, mask)
+
+
+def build_model(config: ModelConfig, seed: int) -> FDRMFLModel:
+    """A freshly initialised model; the weights depend only on ``config`` and ``seed``."""
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return FDRMFLModel(config)
+    finally:
+        torch.random.set_rng_state(gen_state)

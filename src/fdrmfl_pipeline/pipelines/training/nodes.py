@@ -1,0 +1,152 @@
+"""Training nodes: thin adapters over :mod:`fdrmfl_pipeline.core` (torch imported lazily)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from fdrmfl_pipeline.core.modalities import from_arrow
+from fdrmfl_pipeline.errors import ConfigError
+from fdrmfl_pipeline.params import TrainingParams
+
+logger = logging.getLogger(__name__)
+
+
+def _setup_torch(params: TrainingParams) -> None:
+    import torch
+
+    torch.set_num_threads(params.num_threads)
+    torch.use_deterministic_algorithms(True)
+
+
+def _clients(
+    multimodal_dataset: pa.Table,
+    client_assignments: pd.DataFrame,
+    params: TrainingParams,
+    seed: int,
+):
+    from fdrmfl_pipeline.core.clientdata import build_clients
+
+    data = from_arrow(multimodal_dataset)
+    names = params.modalities or data.modality_names
+    unknown = [m for m in names if m not in data.modality_names]
+    if unknown:
+        raise ConfigError(
+            f"training.modalities names {unknown}, which the dataset lacks; it has {data.modality_names}"
+        )
+    bad_enc = [m for m in params.encoders if m not in names]
+    if bad_enc:
+        raise ConfigError(
+            f"training.encoders names modalities {bad_enc} that are not trained on ({names})"
+        )
+    clients, scalers = build_clients(data, client_assignments, names, params.scaling, seed)
+    return data, names, clients, scalers
+
+
+def model_config(data, names, params: TrainingParams):
+    from fdrmfl_pipeline.core.model import ModelConfig
+
+    return ModelConfig.for_modalities(
+        [(n, data.spec(n).kind, data.spec(n).shape) for n in names],
+        encoders=dict(params.encoders),
+        latent_dim=params.latent_dim,
+        hidden_dim=params.hidden_dim,
+        head_hidden=params.head_hidden,
+        dropout=params.dropout,
+        linear_path=params.linear_path,
+    )
+
+
+def local_train_config(params: TrainingParams):
+    from fdrmfl_pipeline.core.client import LocalTrainConfig
+
+    return LocalTrainConfig(
+        local_epochs=params.local_epochs,
+        batch_size=params.batch_size,
+        optimizer=params.optimizer,
+        lr=params.lr,
+        weight_decay=params.weight_decay,
+        grad_clip=params.grad_clip,
+        lambda_mi=params.lambda_mi,
+        lambda_kl=params.lambda_kl,
+        lambda_con=params.lambda_con,
+        tau=params.tau,
+        prox_mu=params.prox_mu,
+    )
+
+
+def train_model(
+    multimodal_dataset: pa.Table,
+    client_assignments: pd.DataFrame,
+    params: TrainingParams,
+    seed: int,
+    checkpoint_dir: Path,
+) -> tuple[dict, pd.DataFrame]:
+    """Run federated training with the chosen strategy; return the model bundle and history."""
+    from fdrmfl_pipeline.core.bundle import make_bundle
+    from fdrmfl_pipeline.core.engine import FederationConfig, run_federated
+
+    _setup_torch(params)
+    data, names, clients, scalers = _clients(multimodal_dataset, client_assignments, params, seed)
+    cfg = model_config(data, names, params)
+    fed = FederationConfig(
+        strategy=params.strategy,
+        rounds=params.rounds,
+        client_fraction=params.client_fraction,
+        retention=params.retention,
+        early_stopping=params.early_stopping.enabled,
+        patience=params.early_stopping.patience,
+        min_delta=params.early_stopping.min_delta,
+        seed=seed,
+    )
+    result = run_federated(
+        cfg,
+        clients,
+        scalers,
+        local_train_config(params),
+        fed,
+        checkpoint_path=Path(checkpoint_dir) / f"{params.strategy}.pt",
+        resume=params.resume,
+    )
+    meta = {
+        "strategy": params.strategy,
+        "seed": seed,
+        "best_round": result.best_round,
+        "rounds_run": result.rounds_run,
+    }
+    bundle = make_bundle(cfg, result.global_state, scalers, result.client_states, meta)
+    history = pd.DataFrame(result.history).assign(strategy=params.strategy)
+    return bundle, history
+
+
+def extract_features(
+    multimodal_dataset: pa.Table,
+    client_assignments: pd.DataFrame,
+    global_model: dict,
+    params: TrainingParams,
+    seed: int,
+) -> pd.DataFrame:
+    """Z (and the head's prediction, original units) for every sample of every client and split."""
+    from fdrmfl_pipeline.core.bundle import load_model
+    from fdrmfl_pipeline.core.client import predict
+
+    _setup_torch(params)
+    _, _, clients, _ = _clients(multimodal_dataset, client_assignments, params, seed)
+    frames = []
+    for c, cd in clients.items():
+        model, scalers = load_model(global_model, client=c)
+        sc = scalers[c]
+        for split_name, split in cd.splits.items():
+            z, y_hat = predict(model, split)
+            df = pd.DataFrame(z, columns=[f"z_{i}" for i in range(z.shape[1])])
+            df.insert(0, "sample_id", split.sample_ids)
+            df.insert(1, "client", c)
+            df.insert(2, "split", split_name)
+            df.insert(3, "target", split.y_raw)
+            df["head_pred"] = y_hat.astype(np.float64) * sc.y_std + sc.y_mean
+            frames.append(df)
+    return pd.concat(frames, ignore_index=True)
