@@ -1,0 +1,123 @@
+"""Training speed, throughput and peak memory of the in-process engine.
+
+Protocol (reference simulation): f1, 2000 training + 500 test samples, ``paper`` partition,
+5 rounds x 3 local epochs, batch 32, FDRMFL with all terms; also 10 and 50 clients on the same
+data. Each configuration runs in its own process so peak RSS is its own.
+
+    .venv/bin/python benchmarks/bench_training.py            # 3, 10, 50 clients; 1 and 2 threads
+    .venv/bin/python benchmarks/bench_training.py --clients 3 --threads 1
+
+Prints a table and writes ``benchmarks/results/bench_training.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+logger = logging.getLogger("bench_training")
+
+
+def run_one(n_clients: int, threads: int, rounds: int, epochs: int, seed: int) -> dict:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    from fdrmfl_pipeline.core import seeding
+    from fdrmfl_pipeline.core.client import LocalTrainConfig, evaluate_mse, model_from_state
+    from fdrmfl_pipeline.core.clientdata import build_clients
+    from fdrmfl_pipeline.core.engine import FederationConfig, run_federated
+    from fdrmfl_pipeline.core.model import ModelConfig
+    from fdrmfl_pipeline.core.partition import PartitionOptions, partition
+    from fdrmfl_pipeline.core.synthetic import generate_synthetic
+    from fdrmfl_pipeline.params import TrainingParams
+
+    defaults = TrainingParams()
+    data = generate_synthetic("f1", 2000, 500, seed)
+    assign = partition(
+        data.sample_ids, data.target, data.modality_names, data.split,
+        PartitionOptions(scheme="paper", n_clients=n_clients, val_fraction=0.0), seeding.rng(seed, "partition"),
+    )
+    clients, scalers = build_clients(data, assign, data.modality_names, "federated", seed)
+    config = ModelConfig.for_modalities(
+        [(s.name, s.kind, s.shape) for s in data.specs],
+        latent_dim=defaults.latent_dim, hidden_dim=defaults.hidden_dim, head_hidden=defaults.head_hidden,
+        dropout=defaults.dropout,
+    )
+    cfg = LocalTrainConfig(
+        local_epochs=epochs, batch_size=32, lr=defaults.lr, weight_decay=defaults.weight_decay,
+        lambda_mi=defaults.lambda_mi, lambda_kl=defaults.lambda_kl, lambda_con=defaults.lambda_con,
+        tau=defaults.tau,
+    )
+    t0 = time.perf_counter()
+    res = run_federated(config, clients, scalers, cfg, FederationConfig(strategy="fdrmfl", rounds=rounds, seed=seed))
+    wall = time.perf_counter() - t0
+    model = model_from_state(config, res.global_state)
+    test_mse = [evaluate_mse(model, clients[c].splits["test"], scalers[c].y_mean, scalers[c].y_std) for c in clients]
+    n_train = sum(clients[c].train.n for c in clients)
+    return {
+        "clients": n_clients,
+        "threads": threads,
+        "rounds": rounds,
+        "local_epochs": epochs,
+        "train_samples": n_train,
+        "seconds_total": wall,
+        "seconds_per_round": wall / rounds,
+        "train_samples_per_second": n_train * epochs * rounds / wall,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "test_mse_head_mean_over_clients": float(np.mean(test_mse)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, nargs="*", default=[3, 10, 50])
+    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.one:
+        sys.stdout.write(json.dumps(run_one(args.clients[0], args.threads[0], args.rounds, args.epochs, args.seed)))
+        return
+    rows = []
+    for k in args.clients:
+        for t in args.threads:
+            logger.info("running %d clients, %d thread(s) ...", k, t)
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", "--clients", str(k), "--threads", str(t),
+                 "--rounds", str(args.rounds), "--epochs", str(args.epochs), "--seed", str(args.seed)],
+                capture_output=True, text=True, check=True,
+            )
+            rows.append(json.loads(out.stdout))
+    header = "| clients | threads | s/round | total s | train samples/s | peak RSS MiB | test MSE (head) |"
+    lines = [header, "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['clients']} | {r['threads']} | {r['seconds_per_round']:.2f} | {r['seconds_total']:.1f} | "
+            f"{r['train_samples_per_second']:.0f} | {r['peak_rss_mib']:.0f} | {r['test_mse_head_mean_over_clients']:.4f} |"
+        )
+    table = "\n".join(lines)
+    meta = f"{platform.processor() or platform.machine()}, python {platform.python_version()}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench_training.md").write_text(
+        f"# bench_training\n\nf1, 2000 train / 500 test, {args.rounds} rounds x {args.epochs} local epochs, "
+        f"seed {args.seed}; {meta}\n\n{table}\n"
+    )
+    (RESULTS / "bench_training.json").write_text(json.dumps(rows, indent=2))
+    sys.stdout.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
