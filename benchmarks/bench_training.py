@@ -44,25 +44,41 @@ def run_one(n_clients: int, threads: int, rounds: int, epochs: int, seed: int) -
     defaults = TrainingParams()
     data = generate_synthetic("f1", 2000, 500, seed)
     assign = partition(
-        data.sample_ids, data.target, data.modality_names, data.split,
-        PartitionOptions(scheme="paper", n_clients=n_clients, val_fraction=0.0), seeding.rng(seed, "partition"),
+        data.sample_ids,
+        data.target,
+        data.modality_names,
+        data.split,
+        PartitionOptions(scheme="paper", n_clients=n_clients, val_fraction=0.0),
+        seeding.rng(seed, "partition"),
     )
     clients, scalers = build_clients(data, assign, data.modality_names, "federated", seed)
     config = ModelConfig.for_modalities(
         [(s.name, s.kind, s.shape) for s in data.specs],
-        latent_dim=defaults.latent_dim, hidden_dim=defaults.hidden_dim, head_hidden=defaults.head_hidden,
+        latent_dim=defaults.latent_dim,
+        hidden_dim=defaults.hidden_dim,
+        head_hidden=defaults.head_hidden,
         dropout=defaults.dropout,
     )
     cfg = LocalTrainConfig(
-        local_epochs=epochs, batch_size=32, lr=defaults.lr, weight_decay=defaults.weight_decay,
-        lambda_mi=defaults.lambda_mi, lambda_kl=defaults.lambda_kl, lambda_con=defaults.lambda_con,
+        local_epochs=epochs,
+        batch_size=32,
+        lr=defaults.lr,
+        weight_decay=defaults.weight_decay,
+        lambda_mi=defaults.lambda_mi,
+        lambda_kl=defaults.lambda_kl,
+        lambda_con=defaults.lambda_con,
         tau=defaults.tau,
     )
     t0 = time.perf_counter()
-    res = run_federated(config, clients, scalers, cfg, FederationConfig(strategy="fdrmfl", rounds=rounds, seed=seed))
+    res = run_federated(
+        config, clients, scalers, cfg, FederationConfig(strategy="fdrmfl", rounds=rounds, seed=seed)
+    )
     wall = time.perf_counter() - t0
     model = model_from_state(config, res.global_state)
-    test_mse = [evaluate_mse(model, clients[c].splits["test"], scalers[c].y_mean, scalers[c].y_std) for c in clients]
+    test_mse = [
+        evaluate_mse(model, clients[c].splits["test"], scalers[c].y_mean, scalers[c].y_std)
+        for c in clients
+    ]
     n_train = sum(clients[c].train.n for c in clients)
     return {
         "clients": n_clients,
@@ -79,7 +95,9 @@ def run_one(n_clients: int, threads: int, rounds: int, epochs: int, seed: int) -
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--clients", type=int, nargs="*", default=[3, 10, 50])
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--rounds", type=int, default=5)
@@ -89,16 +107,35 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.one:
-        sys.stdout.write(json.dumps(run_one(args.clients[0], args.threads[0], args.rounds, args.epochs, args.seed)))
+        sys.stdout.write(
+            json.dumps(
+                run_one(args.clients[0], args.threads[0], args.rounds, args.epochs, args.seed)
+            )
+        )
         return
     rows = []
     for k in args.clients:
         for t in args.threads:
             logger.info("running %d clients, %d thread(s) ...", k, t)
             out = subprocess.run(
-                [sys.executable, __file__, "--one", "--clients", str(k), "--threads", str(t),
-                 "--rounds", str(args.rounds), "--epochs", str(args.epochs), "--seed", str(args.seed)],
-                capture_output=True, text=True, check=True,
+                [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    "--clients",
+                    str(k),
+                    "--threads",
+                    str(t),
+                    "--rounds",
+                    str(args.rounds),
+                    "--epochs",
+                    str(args.epochs),
+                    "--seed",
+                    str(args.seed),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
             )
             rows.append(json.loads(out.stdout))
     header = "| clients | threads | s/round | total s | train samples/s | peak RSS MiB | test MSE (head) |"
