@@ -211,3 +211,37 @@ class TrainingParams(_Strict):
     early_stopping: EarlyStoppingParams = EarlyStoppingParams()
     resume: bool = False
     num_threads: int = Field(1, ge=1, description="torch threads (fixed for bit-identical results)")
+
+
+# --------------------------------------------------------------------------- downstream
+RegressorName = Literal["rf", "ridge", "pls", "gp", "mean"]
+
+
+class RegressionParams(_Strict):
+    regressors: list[RegressorName] = Field(default_factory=lambda: ["rf", "ridge"], min_length=1)
+    include_head: bool = True
+    pooled: bool = Field(False, description="also fit one regressor on all clients' train features")
+    method: str | None = Field(None, description="method label; default: training.strategy")
+
+
+class BaselinesParams(_Strict):
+    enabled: bool = True
+    extractors: list[Literal["pca90", "pca_d", "tsvd", "rp", "pls", "vae", "raw"]] = Field(
+        default_factory=lambda: ["pca90", "pca_d", "tsvd", "rp", "pls", "vae", "raw"]
+    )
+    regressors: list[RegressorName] = Field(default_factory=lambda: ["rf", "ridge"], min_length=1)
+    raw_regressors: list[RegressorName] = Field(
+        default_factory=lambda: ["ridge"],
+        description="for raw inputs (RF on thousands of columns is slow)",
+    )
+    include_mean: bool = True
+    vae_epochs: int = Field(80, ge=1)
+
+
+class EvaluationParams(_Strict):
+    experiment: str = "default"
+
+
+class ReportingParams(_Strict):
+    title: str = "FDRMFL run report"
+    split: Literal["val", "test"] = "test"

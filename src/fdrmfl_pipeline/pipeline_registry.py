@@ -6,7 +6,15 @@ from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
 # The default run: every stage that exists, in data-flow order.
-DEFAULT_CHAIN = ("ingestion", "partitioning", "training")
+DEFAULT_CHAIN = (
+    "ingestion",
+    "partitioning",
+    "training",
+    "regression",
+    "baselines",
+    "evaluation",
+    "reporting",
+)
 
 
 def register_pipelines() -> dict[str, Pipeline]:

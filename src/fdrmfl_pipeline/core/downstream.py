@@ -1,0 +1,153 @@
+"""Downstream regressors on extracted features (Z or a baseline's features).
+
+Every regressor is fitted on a client's ``train`` rows only (or on all clients' ``train`` rows
+for the pooled option); its feature scaler too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+REGRESSORS = ("rf", "ridge", "pls", "gp")
+EVAL_SPLITS = ("val", "test")
+
+
+def make_regressor(name: str, seed: int, n_train: int, n_features: int):
+    """An sklearn pipeline: RF-100 (the reference protocol, fixed seed), ridge with alpha by
+    (efficient leave-one-out) CV on train, PLS with the component count by CV on train, or a
+    Gaussian process with an ARD RBF + white-noise kernel."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if name == "rf":
+        from sklearn.ensemble import RandomForestRegressor
+
+        return RandomForestRegressor(n_estimators=100, random_state=seed, n_jobs=2)
+    if name == "ridge":
+        from sklearn.linear_model import RidgeCV
+
+        return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 15)))
+    if name == "pls":
+        from sklearn.cross_decomposition import PLSRegression
+        from sklearn.model_selection import GridSearchCV, KFold
+
+        max_k = max(1, min(15, n_features, n_train - 2))
+        cv = KFold(n_splits=min(5, max(2, n_train // 4)), shuffle=True, random_state=seed)
+        search = GridSearchCV(
+            PLSRegression(scale=False),
+            {"n_components": list(range(1, max_k + 1))},
+            cv=cv,
+            scoring="neg_mean_squared_error",
+        )
+        return make_pipeline(StandardScaler(), search)
+    if name == "gp":
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+
+        kernel = ConstantKernel(1.0) * RBF(length_scale=np.ones(n_features)) + WhiteKernel(0.1)
+        return make_pipeline(
+            StandardScaler(),
+            GaussianProcessRegressor(
+                kernel=kernel, normalize_y=True, random_state=seed, n_restarts_optimizer=1
+            ),
+        )
+    raise ValueError(f"unknown regressor '{name}'; expected one of {REGRESSORS}")
+
+
+def _rows(ids, client, split, method, regressor, y_true, y_pred) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "sample_id": ids,
+            "client": np.asarray(client, dtype=np.int64)
+            if np.ndim(client)
+            else np.full(len(ids), client, np.int64),
+            "split": split,
+            "method": method,
+            "regressor": regressor,
+            "y_true": np.asarray(y_true, np.float64),
+            "y_pred": np.asarray(y_pred, np.float64).ravel(),
+        }
+    )
+
+
+def fit_predict_per_client(
+    features: pd.DataFrame,
+    feature_cols: Sequence[str],
+    method: str,
+    regressors: Sequence[str],
+    seed: int,
+    pooled: bool = False,
+) -> pd.DataFrame:
+    """Fit each regressor on every client's train rows (or all clients' train rows if ``pooled``)
+    and predict that client's val and test rows. ``features`` has sample_id, client, split, target."""
+    out = []
+    clients = sorted(features["client"].unique())
+    train_all = features[features["split"] == "train"]
+    for reg in regressors:
+        if pooled:
+            model = _fit(reg, train_all, feature_cols, seed)
+        for c in clients:
+            mine = features[features["client"] == c]
+            train = mine[mine["split"] == "train"]
+            if not pooled:
+                model = _fit(reg, train, feature_cols, seed)
+            for split in EVAL_SPLITS:
+                rows = mine[mine["split"] == split]
+                if len(rows) == 0:
+                    continue
+                pred = _predict(model, rows, feature_cols)
+                name = f"{reg}_pooled" if pooled else reg
+                out.append(
+                    _rows(
+                        rows["sample_id"].to_numpy(), c, split, method, name, rows["target"], pred
+                    )
+                )
+    return pd.concat(out, ignore_index=True) if out else empty_predictions()
+
+
+def _fit(reg: str, train: pd.DataFrame, cols, seed: int):
+    if reg == "mean":
+        return float(train["target"].mean())
+    model = make_regressor(reg, seed, len(train), len(cols))
+    model.fit(train[list(cols)].to_numpy(np.float64), train["target"].to_numpy(np.float64))
+    return model
+
+
+def _predict(model, rows: pd.DataFrame, cols) -> np.ndarray:
+    if isinstance(model, float):
+        return np.full(len(rows), model)
+    return np.asarray(model.predict(rows[list(cols)].to_numpy(np.float64))).ravel()
+
+
+def empty_predictions() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            c: pd.Series(dtype=t)
+            for c, t in (
+                ("sample_id", str),
+                ("client", "int64"),
+                ("split", str),
+                ("method", str),
+                ("regressor", str),
+                ("y_true", float),
+                ("y_pred", float),
+            )
+        }
+    )
+
+
+def head_predictions(features: pd.DataFrame, method: str) -> pd.DataFrame:
+    """The model's own regression head (``head_pred`` column) on val and test rows."""
+    rows = features[features["split"].isin(EVAL_SPLITS)]
+    return _rows(
+        rows["sample_id"].to_numpy(),
+        rows["client"].to_numpy(),
+        rows["split"].to_numpy(),
+        method,
+        "head",
+        rows["target"],
+        rows["head_pred"],
+    )

@@ -1,0 +1,83 @@
+"""Baseline nodes: classical extractors per client (train only) + the same regressors."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from fdrmfl_pipeline.core.modalities import from_arrow
+from fdrmfl_pipeline.params import BaselinesParams, TrainingParams
+
+logger = logging.getLogger(__name__)
+
+
+def baseline_predictions(
+    multimodal_dataset: pa.Table,
+    client_assignments: pd.DataFrame,
+    params: BaselinesParams,
+    training: TrainingParams,
+    seed: int,
+) -> pd.DataFrame:
+    """Every extractor fitted on each client's train split, then the regressors, on val and test."""
+    from fdrmfl_pipeline.core.baselines import extract
+    from fdrmfl_pipeline.core.clientdata import build_clients
+    from fdrmfl_pipeline.core.downstream import empty_predictions, fit_predict_per_client
+
+    if not params.enabled:
+        return empty_predictions()
+    data = from_arrow(multimodal_dataset)
+    names = training.modalities or data.modality_names
+    # per-client standardisation fitted on that client's train split only
+    clients, _ = build_clients(data, client_assignments, names, "local", seed)
+    out = []
+    for c, cd in clients.items():
+        mods = [m for m, ok in zip(names, cd.available, strict=True) if ok]
+        splits = {s: (cd.splits[s].x, cd.splits[s].y_raw) for s in ("train", "val", "test")}
+        for name in params.extractors:
+            t0 = time.perf_counter()
+            feats = extract(name, splits, mods, seed, training.latent_dim, params.vae_epochs)
+            frame = pd.concat(
+                [
+                    pd.DataFrame(f, columns=[f"f_{i}" for i in range(f.shape[1])]).assign(
+                        sample_id=cd.splits[s].sample_ids,
+                        client=c,
+                        split=s,
+                        target=cd.splits[s].y_raw,
+                    )
+                    for s, f in feats.items()
+                ],
+                ignore_index=True,
+            )
+            cols = [col for col in frame.columns if col.startswith("f_")]
+            regs = params.raw_regressors if name == "raw" else params.regressors
+            out.append(fit_predict_per_client(frame, cols, name, regs, seed))
+            logger.info(
+                "baseline %s on client %d: %d features, %.1fs",
+                name,
+                c,
+                len(cols),
+                time.perf_counter() - t0,
+            )
+        if params.include_mean:
+            frame = pd.concat(
+                [
+                    pd.DataFrame(
+                        {
+                            "sample_id": cd.splits[s].sample_ids,
+                            "client": c,
+                            "split": s,
+                            "target": cd.splits[s].y_raw,
+                        }
+                    )
+                    for s in ("train", "val", "test")
+                ],
+                ignore_index=True,
+            )
+            out.append(fit_predict_per_client(frame, [], "mean", ["mean"], seed))
+    result = pd.concat(out, ignore_index=True)
+    result["client"] = result["client"].astype(np.int64)
+    return result

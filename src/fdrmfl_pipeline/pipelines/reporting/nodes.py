@@ -1,0 +1,202 @@
+"""Reporting nodes: figures (saved as PNG through the catalog) and a self-contained HTML report.
+
+Model choice for display (which regressor represents a method) uses the ``val`` split only.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from fdrmfl_pipeline.params import ReportingParams
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+LOSS_COLUMNS = ("train_loss", "loss_mse", "loss_mi", "loss_skl", "loss_con", "val_mse")
+
+
+def best_regressors(evaluation_metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per method, the regressor with the lowest pooled validation MSE."""
+    val = evaluation_metrics[
+        (evaluation_metrics["split"] == "val") & (evaluation_metrics["scope"] == "pooled")
+    ]
+    idx = val.groupby("method")["mse"].idxmin()
+    return val.loc[idx, ["method", "regressor"]].reset_index(drop=True)
+
+
+def metrics_table(evaluation_metrics: pd.DataFrame, split: str) -> pd.DataFrame:
+    """MSE of every (method, regressor) per client and pooled, on ``split``."""
+    m = evaluation_metrics[evaluation_metrics["split"] == split]
+    table = m.pivot_table(index=["method", "regressor"], columns="client", values="mse")
+    table.columns = ["pooled" if c == -1 else f"client {c}" for c in table.columns]
+    cols = [c for c in table.columns if c != "pooled"] + (
+        ["pooled"] if "pooled" in table.columns else []
+    )
+    return table[cols].sort_values(cols[-1])
+
+
+def _new_figure(
+    n_panels: int, width: float = 3.4, height: float = 2.7
+) -> tuple[Figure, np.ndarray]:
+    from matplotlib.figure import Figure
+
+    ncols = min(n_panels, 3)
+    nrows = int(np.ceil(n_panels / ncols))
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def plot_loss_curves(training_history: pd.DataFrame) -> Figure:
+    """Per-round loss terms and validation MSE, one line per client."""
+    cols = [c for c in LOSS_COLUMNS if c in training_history and training_history[c].notna().any()]
+    fig, axes = _new_figure(len(cols))
+    for ax, col in zip(axes, cols, strict=False):
+        for client, g in training_history.groupby("client"):
+            ax.plot(g["round"], g[col], marker="o", ms=3, label=f"client {client}")
+        ax.set_title(col)
+        ax.set_xlabel("round")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Training history")
+    return fig
+
+
+def plot_pred_vs_actual(
+    predictions: pd.DataFrame, evaluation_metrics: pd.DataFrame, params: ReportingParams
+) -> Figure:
+    """Predicted vs actual per client for the trained model's best regressor (chosen on val)."""
+    best = best_regressors(evaluation_metrics)
+    methods = predictions["method"].unique()
+    reg = best.set_index("method")["regressor"].get(methods[0], "head") if len(methods) else "head"
+    sel = predictions[(predictions["regressor"] == reg) & (predictions["split"] == params.split)]
+    clients = sorted(sel["client"].unique())
+    fig, axes = _new_figure(max(1, len(clients)))
+    for ax, c in zip(axes, clients, strict=False):
+        g = sel[sel["client"] == c]
+        ax.scatter(g["y_true"], g["y_pred"], s=8, alpha=0.6)
+        lo, hi = (
+            float(min(g["y_true"].min(), g["y_pred"].min())),
+            float(max(g["y_true"].max(), g["y_pred"].max())),
+        )
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_title(f"client {c}")
+        ax.set_xlabel("actual")
+        ax.set_ylabel("predicted")
+    fig.suptitle(f"{methods[0] if len(methods) else ''} + {reg}: {params.split} split")
+    return fig
+
+
+def plot_metric_bars(evaluation_metrics: pd.DataFrame, params: ReportingParams) -> Figure:
+    """Per-client MSE across methods (each with its best regressor, chosen on val)."""
+    best = best_regressors(evaluation_metrics)
+    m = evaluation_metrics.merge(best, on=["method", "regressor"])
+    m = m[(m["split"] == params.split) & (m["scope"] == "client")]
+    pivot = m.pivot_table(index="client", columns="method", values="mse")
+    fig, axes = _new_figure(1, width=max(6.0, 0.5 * pivot.size), height=3.2)
+    ax = axes[0]
+    width = 0.8 / max(1, pivot.shape[1])
+    for j, method in enumerate(pivot.columns):
+        ax.bar(np.arange(len(pivot)) + j * width, pivot[method], width, label=method)
+    ax.set_xticks(np.arange(len(pivot)) + 0.4 - width / 2, [f"client {c}" for c in pivot.index])
+    ax.set_ylabel(f"{params.split} MSE")
+    ax.legend(fontsize=7, ncols=2)
+    fig.suptitle("Per-client MSE by method (best regressor per method on val)")
+    return fig
+
+
+def plot_z_projection(extracted_features: pd.DataFrame) -> Figure:
+    """2-D PCA of Z (fitted on train rows) coloured by the target."""
+    from sklearn.decomposition import PCA
+
+    cols = [c for c in extracted_features.columns if c.startswith("z_")]
+    train = extracted_features[extracted_features["split"] == "train"]
+    pca = PCA(n_components=min(2, len(cols))).fit(train[cols].to_numpy())
+    xy = pca.transform(extracted_features[cols].to_numpy())
+    if xy.shape[1] == 1:
+        xy = np.hstack([xy, np.zeros_like(xy)])
+    fig, axes = _new_figure(1, width=5.5, height=4.2)
+    sc = axes[0].scatter(xy[:, 0], xy[:, 1], c=extracted_features["target"], s=6, cmap="viridis")
+    fig.colorbar(sc, ax=axes[0], label="target")
+    axes[0].set_xlabel("PC 1 of Z")
+    axes[0].set_ylabel("PC 2 of Z")
+    fig.suptitle("Fused features Z, 2-D projection")
+    return fig
+
+
+def _png(fig: Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _table_html(table: pd.DataFrame) -> str:
+    best = {c: table[c].min() for c in table.columns}
+    head = "".join(
+        f"<th>{html.escape(str(c))}</th>" for c in ["method", "regressor", *table.columns]
+    )
+    body = []
+    for (method, reg), row in table.iterrows():
+        cells = [f"<td>{html.escape(str(method))}</td>", f"<td>{html.escape(str(reg))}</td>"]
+        for c in table.columns:
+            v = row[c]
+            txt = "" if pd.isna(v) else f"{v:.5g}"
+            cells.append(f"<td class='best'>{txt}</td>" if v == best[c] else f"<td>{txt}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def build_report(
+    evaluation_metrics: pd.DataFrame,
+    training_history: pd.DataFrame,
+    predictions: pd.DataFrame,
+    extracted_features: pd.DataFrame,
+    parameters: dict,
+    params: ReportingParams,
+) -> str:
+    """One self-contained HTML page (figures embedded as PNG) summarising the run."""
+    import yaml
+
+    figures = {
+        "Training history (loss terms and validation MSE per round)": plot_loss_curves(
+            training_history
+        ),
+        "Predicted vs actual": plot_pred_vs_actual(predictions, evaluation_metrics, params),
+        "Per-client MSE by method": plot_metric_bars(evaluation_metrics, params),
+        "Z projection": plot_z_projection(extracted_features),
+    }
+    exp = evaluation_metrics["experiment"].iloc[0] if len(evaluation_metrics) else ""
+    table = metrics_table(evaluation_metrics, params.split)
+    best = best_regressors(evaluation_metrics)
+    plain = {k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in parameters.items()}
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(params.title)}</title><style>body{{font-family:sans-serif;margin:2em;}}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;"
+        "text-align:right}td.best{font-weight:bold;background:#dfd}pre{background:#f6f6f6;padding:1em;"
+        "font-size:12px;max-height:30em;overflow:auto}img{max-width:100%}</style></head><body>",
+        f"<h1>{html.escape(params.title)}</h1><p>experiment <b>{html.escape(str(exp))}</b>; MSE in the "
+        f"target's original units on the <b>{params.split}</b> split; best per column in bold.</p>",
+        _table_html(table),
+        "<p>Best regressor per method (chosen on the validation split): "
+        + ", ".join(
+            f"{html.escape(r.method)}: {html.escape(r.regressor)}" for r in best.itertuples()
+        )
+        + "</p>",
+    ]
+    for title, fig in figures.items():
+        parts.append(
+            f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{_png(fig)}'>"
+        )
+    parts.append(
+        "<h2>Parameters</h2><pre>" + html.escape(yaml.safe_dump(plain, sort_keys=False)) + "</pre>"
+    )
+    parts.append("</body></html>")
+    return "\n".join(parts)
