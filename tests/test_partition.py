@@ -182,3 +182,28 @@ def test_partitioning_params_validation_names_the_parameter():
         {"scheme": "dirichlet", "dirichlet": {"alpha": 0.3}}
     ).options()
     assert opts.dirichlet_alpha == 0.3 and opts.scheme == "dirichlet"
+
+
+def test_random_test_split_keeps_duplicate_groups_together():
+    ids, y, _ = _data(n_train=200, n_test=0)
+    groups = np.array([f"g{i // 2}" for i in range(200)])  # 100 pairs of duplicates
+    opts = PartitionOptions(scheme="iid", test_fraction=0.2)
+    a = partition(ids, y, MODS, None, opts, seeding.rng(0, "p"), groups=groups)
+    side = a.assign(g=groups, test=a["split"] == "test").groupby("g")["test"].nunique()
+    assert (side == 1).all() and (a["split"] == "test").sum() == 40
+
+
+def test_tecator_duplicates_never_straddle_the_random_split(project_root):
+    from fdrmfl_pipeline.core.modalities import to_arrow
+    from fdrmfl_pipeline.core.sources import build_tecator
+    from fdrmfl_pipeline.pipelines.partitioning.nodes import assign_clients, duplicate_groups
+
+    df = pd.read_csv(project_root / "data/01_raw/tecator/tecator.csv")
+    table = to_arrow(build_tecator(df, "fat", ["spectrum", "lab"], standard_split=False))
+    groups = duplicate_groups(table)
+    assert len(groups) - len(set(groups)) == 22  # the 22 known duplicate pairs
+    params = PartitioningParams(scheme="paper", use_predefined_split=False, test_fraction=0.1)
+    for seed in range(5):
+        a = assign_clients(table, params, seed)
+        side = a.assign(g=groups, test=a["split"] == "test").groupby("g")["test"].nunique()
+        assert (side == 1).all()

@@ -146,6 +146,10 @@ class PartitioningParams(_Strict):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     use_predefined_split: bool = True
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    group_duplicates: bool = Field(
+        True,
+        description="a random test split keeps samples with identical inputs and target together",
+    )
     dirichlet: DirichletParams = DirichletParams()
     target_shift: TargetShiftParams = TargetShiftParams()
     quantity_skew: QuantitySkewParams = QuantitySkewParams()

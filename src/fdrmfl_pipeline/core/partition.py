@@ -204,8 +204,10 @@ def global_test_mask(
     use_predefined: bool,
     test_fraction: float,
     rng: np.random.Generator,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Which samples form the test pool: the source's split, or a random ``test_fraction``."""
+    """Which samples form the test pool: the source's split, or a random ``test_fraction``
+    (drawn by whole ``groups`` when given)."""
     if predefined is not None and use_predefined:
         return np.asarray(predefined) == TEST
     n_test = int(round(test_fraction * n))
@@ -215,7 +217,18 @@ def global_test_mask(
             "choose a fraction that leaves at least one sample on each side"
         )
     mask = np.zeros(n, dtype=bool)
-    mask[rng.choice(n, n_test, replace=False)] = True
+    if groups is None:
+        mask[rng.choice(n, n_test, replace=False)] = True
+        return mask
+    # whole groups (e.g. exact duplicates) go to one side, so no copy leaks across the split
+    uniq, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    taken = 0
+    for g in rng.permutation(len(uniq)):
+        if taken >= n_test:
+            break
+        members = inverse == g
+        mask[members] = True
+        taken += int(members.sum())
     return mask
 
 
@@ -278,8 +291,12 @@ def partition(
     predefined_split: np.ndarray | None,
     opts: PartitionOptions,
     rng: np.random.Generator,
+    groups: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Assign every sample to a client and a split; returns the ``client_assignments`` table."""
+    """Assign every sample to a client and a split; returns the ``client_assignments`` table.
+
+    ``groups`` (optional, one label per sample): a random test split keeps each group whole.
+    """
     if opts.scheme not in SCHEMES:
         raise PartitionError(f"partitioning.scheme '{opts.scheme}' is not one of {SCHEMES}")
     n = len(targets)
@@ -291,7 +308,7 @@ def partition(
             "lower partitioning.n_clients"
         )
     is_test = global_test_mask(
-        n, predefined_split, opts.use_predefined_split, opts.test_fraction, rng
+        n, predefined_split, opts.use_predefined_split, opts.test_fraction, rng, groups
     )
     train_idx, test_idx = np.flatnonzero(~is_test), np.flatnonzero(is_test)
     if len(train_idx) == 0 or len(test_idx) == 0:

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 
 from fdrmfl_pipeline.core import partition, seeding
-from fdrmfl_pipeline.core.modalities import specs_from_schema
+from fdrmfl_pipeline.core.modalities import from_arrow, specs_from_schema
 from fdrmfl_pipeline.params import PartitioningParams
 
 if TYPE_CHECKING:
@@ -24,6 +24,20 @@ def _targets(table: pa.Table) -> pd.Series:
     return pd.Series(table.column("target").to_numpy(), index=ids, name="target")
 
 
+def duplicate_groups(table: pa.Table) -> np.ndarray:
+    """A label per row shared by rows with identical modality values and target."""
+    import hashlib
+
+    data = from_arrow(table)
+    digests = []
+    for i in range(data.n):
+        h = hashlib.blake2b(np.float64(data.target[i]).tobytes(), digest_size=16)
+        for name in data.modality_names:
+            h.update(data.arrays[name][i].tobytes())
+        digests.append(h.hexdigest())
+    return np.asarray(digests)
+
+
 def assign_clients(
     multimodal_dataset: pa.Table, params: PartitioningParams, seed: int
 ) -> pd.DataFrame:
@@ -33,6 +47,7 @@ def assign_clients(
     if "split" in multimodal_dataset.column_names:
         split = multimodal_dataset.column("split").to_numpy(zero_copy_only=False).astype(str)
     targets = _targets(multimodal_dataset)
+    groups = duplicate_groups(multimodal_dataset) if params.group_duplicates else None
     out = partition.partition(
         sample_ids=targets.index.to_numpy(),
         targets=targets.to_numpy(),
@@ -40,6 +55,7 @@ def assign_clients(
         predefined_split=split,
         opts=params.options(),
         rng=seeding.rng(seed, "partition"),
+        groups=groups,
     )
     counts = out.groupby(["client", "split"]).size().unstack(fill_value=0)
     logger.info("Partition '%s' over %d clients:\n%s", params.scheme, params.n_clients, counts)

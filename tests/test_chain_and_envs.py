@@ -1,0 +1,118 @@
+"""The whole chain, every paper environment in quick size, the report and the notebook."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+from .conftest import PROJECT_ROOT, SHARED_CORN, TECATOR_CSV
+
+ENVS = sorted(p.name for p in (PROJECT_ROOT / "conf").iterdir() if p.name.startswith("paper_"))
+QUICK = {
+    "ingestion": {"synthetic": {"n_train": 150, "n_test": 45}},
+    "training": {"rounds": 1, "local_epochs": 1, "hidden_dim": 8, "latent_dim": 3},
+    "baselines": {"vae_epochs": 2},
+}
+
+
+def _project(root: Path) -> Path:
+    root.mkdir(parents=True)
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", root)
+    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf/local").mkdir()
+    (root / "src").mkdir()
+    (root / "data/01_raw/tecator").mkdir(parents=True)
+    shutil.copy(TECATOR_CSV, root / "data/01_raw/tecator/tecator.csv")
+    return root
+
+
+def _run(project: Path, env: str | None, params: dict) -> None:
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, env=env, runtime_params=params) as s:
+        s.run()
+
+
+def _latest(project: Path, rel: str) -> Path:
+    return sorted((project / rel).glob("*/*"))[-1]
+
+
+def test_there_is_an_environment_per_paper_protocol():
+    expected = {f"paper_sim_{f}" for f in ("f1", "f2", "f3")}
+    expected |= {f"paper_tecator_{t}" for t in ("protein", "moisture", "fat")}
+    expected |= {f"paper_corn_{t}" for t in ("moisture", "oil", "protein", "starch")}
+    expected |= {
+        "paper_sim_f1_dirichlet",
+        "paper_sim_f1_target_shift",
+        "paper_sim_f1_missing_modality",
+    }
+    assert expected <= set(ENVS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", ENVS)
+def test_paper_environment_runs_end_to_end_quick(tmp_path, env):
+    params = dict(QUICK)
+    if "corn" in env:
+        if not (SHARED_CORN / "corn_m5.csv").exists():
+            pytest.skip(f"corn data not found at {SHARED_CORN} (it is never committed)")
+        params = {**params, "paths": {"corn_dir": str(SHARED_CORN)}}
+    project = _project(tmp_path / "p")
+    _run(project, env, params)
+    metrics = pd.read_parquet(_latest(project, "data/08_reporting/evaluation_metrics.parquet"))
+    assert set(metrics["experiment"]) == {env}
+    test = metrics[(metrics["split"] == "test") & (metrics["scope"] == "client")]
+    assert {"fdrmfl", "pca90", "pls", "mean"} <= set(test["method"])
+    assert test["mse"].notna().all()
+    assert sorted(test["client"].unique()) == [0, 1, 2]
+    assert (project / "data/08_reporting/report.html").exists()
+
+
+def test_default_chain_report_and_notebook(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    project = _project(tmp_path / "p")
+    _run(project, None, QUICK)
+    report = (project / "data/08_reporting/report.html").read_text()
+    assert report.count("data:image/png;base64,") == 4
+    assert "class='best'" in report and "Parameters" in report
+    for fig in ("loss_curves", "pred_vs_actual", "metric_bars", "z_projection", "client_targets"):
+        assert (project / f"data/08_reporting/{fig}.png").stat().st_size > 5000
+    preds = pd.read_parquet(_latest(project, "data/07_model_output/predictions.parquet"))
+    assert list(preds.columns) == [
+        "sample_id",
+        "client",
+        "split",
+        "method",
+        "regressor",
+        "y_true",
+        "y_pred",
+    ]
+    assert set(preds["split"]) == {"val", "test"} and set(preds["regressor"]) == {
+        "rf",
+        "ridge",
+        "head",
+    }
+
+    nb = nbformat.read(PROJECT_ROOT / "notebooks/explore_results.ipynb", as_version=4)
+    os.environ["FDRMFL_PROJECT_PATH"] = str(project)
+    try:
+        NotebookClient(
+            nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(project)}}
+        ).execute()
+    finally:
+        os.environ.pop("FDRMFL_PROJECT_PATH")
+    images = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    ]
+    assert len(images) >= 4
