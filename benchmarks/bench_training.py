@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import resource
 import subprocess
@@ -22,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 RESULTS = Path(__file__).resolve().parent / "results"
 logger = logging.getLogger("bench_training")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,9 +12,6 @@ import pyarrow as pa
 from fdrmfl_pipeline.core import partition, seeding
 from fdrmfl_pipeline.core.modalities import from_arrow, specs_from_schema
 from fdrmfl_pipeline.params import PartitioningParams
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +67,7 @@ def summarise_partition(
     return partition.summarise(client_assignments, _targets(multimodal_dataset), names)
 
 
-def plot_client_targets(client_assignments: pd.DataFrame, multimodal_dataset: pa.Table) -> Figure:
+def plot_client_targets(client_assignments: pd.DataFrame, multimodal_dataset: pa.Table) -> Any:
     """Histogram of each client's target values per split (one panel per client)."""
     from matplotlib.figure import Figure
 

@@ -8,15 +8,12 @@ from __future__ import annotations
 import base64
 import html
 import io
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from fdrmfl_pipeline.params import ReportingParams
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 LOSS_COLUMNS = ("train_loss", "loss_mse", "loss_mi", "loss_skl", "loss_con", "val_mse")
 
@@ -41,9 +38,7 @@ def metrics_table(evaluation_metrics: pd.DataFrame, split: str) -> pd.DataFrame:
     return table[cols].sort_values(cols[-1])
 
 
-def _new_figure(
-    n_panels: int, width: float = 3.4, height: float = 2.7
-) -> tuple[Figure, np.ndarray]:
+def _new_figure(n_panels: int, width: float = 3.4, height: float = 2.7) -> tuple[Any, np.ndarray]:
     from matplotlib.figure import Figure
 
     ncols = min(n_panels, 3)
@@ -55,7 +50,9 @@ def _new_figure(
     return fig, axes
 
 
-def plot_loss_curves(training_history: pd.DataFrame) -> Figure:
+def plot_loss_curves(
+    training_history: pd.DataFrame,
+) -> Any:
     """Per-round loss terms and validation MSE, one line per client."""
     cols = [c for c in LOSS_COLUMNS if c in training_history and training_history[c].notna().any()]
     fig, axes = _new_figure(len(cols))
@@ -71,7 +68,7 @@ def plot_loss_curves(training_history: pd.DataFrame) -> Figure:
 
 def plot_pred_vs_actual(
     predictions: pd.DataFrame, evaluation_metrics: pd.DataFrame, params: ReportingParams
-) -> Figure:
+) -> Any:
     """Predicted vs actual per client for the trained model's best regressor (chosen on val)."""
     best = best_regressors(evaluation_metrics)
     methods = predictions["method"].unique()
@@ -94,7 +91,7 @@ def plot_pred_vs_actual(
     return fig
 
 
-def plot_metric_bars(evaluation_metrics: pd.DataFrame, params: ReportingParams) -> Figure:
+def plot_metric_bars(evaluation_metrics: pd.DataFrame, params: ReportingParams) -> Any:
     """Per-client MSE across methods (each with its best regressor, chosen on val)."""
     best = best_regressors(evaluation_metrics)
     m = evaluation_metrics.merge(best, on=["method", "regressor"])
@@ -112,7 +109,9 @@ def plot_metric_bars(evaluation_metrics: pd.DataFrame, params: ReportingParams) 
     return fig
 
 
-def plot_z_projection(extracted_features: pd.DataFrame) -> Figure:
+def plot_z_projection(
+    extracted_features: pd.DataFrame,
+) -> Any:
     """2-D PCA of Z (fitted on train rows) coloured by the target."""
     from sklearn.decomposition import PCA
 
@@ -131,7 +130,7 @@ def plot_z_projection(extracted_features: pd.DataFrame) -> Figure:
     return fig
 
 
-def _png(fig: Figure) -> str:
+def _png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     return base64.b64encode(buf.getvalue()).decode()
