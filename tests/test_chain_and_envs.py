@@ -116,3 +116,14 @@ def test_default_chain_report_and_notebook(tmp_path):
         if "image/png" in o.get("data", {})
     ]
     assert len(images) >= 4
+
+
+def test_environments_override_single_parameters_and_keep_the_rest(tmp_path):
+    project = _project(tmp_path / "p")
+    base = project / "conf/base/parameters_training.yml"
+    base.write_text(base.read_text().replace("lambda_mi: 0.1 ", "lambda_mi: 0.123 "))
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, env="paper_tecator_fat") as s:
+        params = s.load_context().params
+    assert params["training"].lambda_mi == 0.123  # from base, not replaced by the environment
+    assert params["training"].rounds == 15 and params["ingestion"].source == "tecator"
