@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: run test lint format viz prune clean-venv
+.PHONY: run test lint format viz prune clean-venv tune tune-workers train-best
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,24 @@ lint: $(VENV)/.installed-dev
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+## make tune: one Optuna job (ARGS="--config run_configs/tune_sim_f1.yml" for a named job)
+tune: $(VENV)/.installed-base
+	$(BIN)/kedro run --pipelines ingestion,partitioning,tuning $(ARGS)
+
+## make tune-workers N=2 [PARAMS="tuning.n_trials=40"] [ARGS="--env paper_sim_f1"]: prepare the data
+## once, then N worker processes on one study (journal storage unless PARAMS names another)
+comma := ,
+tune-workers: $(VENV)/.installed-base
+	$(BIN)/kedro run --pipelines ingestion,partitioning $(if $(PARAMS),--params $(PARAMS)) $(ARGS)
+	@pids=""; for i in $$(seq 0 $$(( $(or $(N),2) - 1 ))); do \
+	  $(BIN)/kedro run --pipeline tuning --params "tuning.storage=journal,tuning.worker_id=$$i$(if $(PARAMS),$(comma)$(PARAMS))" $(ARGS) & \
+	  pids="$$pids $$!"; \
+	done; status=0; for p in $$pids; do wait $$p || status=1; done; exit $$status
+
+## make train-best: train with the latest tuned parameters (data/06_models/best_params.yml)
+train-best: $(VENV)/.installed-base
+	$(BIN)/kedro run --params "$$($(BIN)/python -m fdrmfl_pipeline.best_params)" $(ARGS)
 
 ## make viz: kedro-viz on http://127.0.0.1:4141
 viz: $(VENV)/.installed-base

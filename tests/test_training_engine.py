@@ -86,7 +86,7 @@ def test_killed_run_resumes_from_checkpoint_to_the_same_weights(tmp_path):
     class Killed(Exception):
         pass
 
-    def kill_after_round_2(rnd):
+    def kill_after_round_2(rnd, _val):
         if rnd == 2:
             raise Killed
 

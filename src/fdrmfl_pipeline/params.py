@@ -7,7 +7,7 @@ validates them, so a bad value fails before any node runs, with the parameter's 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -249,3 +249,64 @@ class EvaluationParams(_Strict):
 class ReportingParams(_Strict):
     title: str = "FDRMFL run report"
     split: Literal["val", "test"] = "test"
+
+
+# --------------------------------------------------------------------------- tuning
+class SearchEntryParams(_Strict):
+    type: Literal["float", "int", "categorical"] = "float"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SearchEntryParams:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical entry needs a non-empty 'choices' list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("needs 'low' and 'high'")
+        if self.low > self.high:
+            raise ValueError(f"low={self.low} is greater than high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs a positive lower bound, got low={self.low}")
+        return self
+
+
+class TuningParams(_Strict):
+    study_name: str = Field("fdrmfl", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    n_trials: int = Field(
+        20, ge=1, description="finished (complete or pruned) trials the study should hold"
+    )
+    timeout: float | None = Field(None, gt=0, description="seconds for this worker")
+    storage: str = Field("sqlite", description="sqlite | journal | a SQLAlchemy URL")
+    worker_id: int = Field(0, ge=0)
+    pruner: Literal["median", "none"] = "median"
+    pruner_startup_trials: int = Field(3, ge=0)
+    pruner_warmup_rounds: int = Field(1, ge=0)
+    search_space: dict[str, SearchEntryParams] = Field(default_factory=dict)
+
+    @field_validator("search_space")
+    @classmethod
+    def _known_names(cls, v: dict[str, SearchEntryParams]) -> dict[str, SearchEntryParams]:
+        unknown = [k for k in v if k not in TUNABLE]
+        if unknown:
+            raise ValueError(
+                f"search_space entries {unknown} are not tunable training parameters; tunable: {sorted(TUNABLE)}"
+            )
+        if not v:
+            raise ValueError("search_space is empty")
+        return v
+
+
+NOT_TUNABLE = {
+    "strategy",
+    "engine",
+    "modalities",
+    "encoders",
+    "early_stopping",
+    "resume",
+    "num_threads",
+}
+TUNABLE = set(TrainingParams.model_fields) - NOT_TUNABLE

@@ -88,12 +88,13 @@ def run_federated(
     checkpoint_path: Path | None = None,
     resume: bool = False,
     on_update: Callable[[ClientUpdate], None] | None = None,
-    on_round_end: Callable[[int], None] | None = None,
+    on_round_end: Callable[[int, float], None] | None = None,
 ) -> TrainingResult:
     """Run ``fed.rounds`` rounds of the chosen strategy and return the final model and history.
 
     ``on_update`` sees every :class:`ClientUpdate` the server receives (used to audit the
-    privacy boundary); ``on_round_end`` is called after each round's checkpoint.
+    privacy boundary); ``on_round_end(round, mean_val_mse)`` is called after each round's
+    checkpoint (Optuna reports intermediate values and prunes through it).
     """
     cfg = strategy_loss_config(fed.strategy, local_cfg)
     names = [m.name for m in model_config.modalities]
@@ -221,7 +222,7 @@ def run_federated(
                 },
             )
         if on_round_end is not None:
-            on_round_end(rnd)
+            on_round_end(rnd, mean_val)
         if stop:
             logger.info(
                 "Early stopping after round %d (best round %d, val_mse %.5g)", rnd, best[1], best[0]

@@ -23,7 +23,7 @@ def _setup_torch(params: TrainingParams) -> None:
     torch.use_deterministic_algorithms(True)
 
 
-def _clients(
+def client_data(
     multimodal_dataset: pa.Table,
     client_assignments: pd.DataFrame,
     params: TrainingParams,
@@ -79,21 +79,10 @@ def local_train_config(params: TrainingParams):
     )
 
 
-def train_model(
-    multimodal_dataset: pa.Table,
-    client_assignments: pd.DataFrame,
-    params: TrainingParams,
-    seed: int,
-    checkpoint_dir: Path,
-) -> tuple[dict, pd.DataFrame]:
-    """Run federated training with the chosen strategy; return the model bundle and history."""
-    from fdrmfl_pipeline.core.bundle import make_bundle
-    from fdrmfl_pipeline.core.engine import FederationConfig, run_federated
+def federation_config(params: TrainingParams, seed: int):
+    from fdrmfl_pipeline.core.engine import FederationConfig
 
-    _setup_torch(params)
-    data, names, clients, scalers = _clients(multimodal_dataset, client_assignments, params, seed)
-    cfg = model_config(data, names, params)
-    fed = FederationConfig(
+    return FederationConfig(
         strategy=params.strategy,
         rounds=params.rounds,
         client_fraction=params.client_fraction,
@@ -103,6 +92,25 @@ def train_model(
         min_delta=params.early_stopping.min_delta,
         seed=seed,
     )
+
+
+def train_model(
+    multimodal_dataset: pa.Table,
+    client_assignments: pd.DataFrame,
+    params: TrainingParams,
+    seed: int,
+    checkpoint_dir: Path,
+) -> tuple[dict, pd.DataFrame]:
+    """Run federated training with the chosen strategy; return the model bundle and history."""
+    from fdrmfl_pipeline.core.bundle import make_bundle
+    from fdrmfl_pipeline.core.engine import run_federated
+
+    _setup_torch(params)
+    data, names, clients, scalers = client_data(
+        multimodal_dataset, client_assignments, params, seed
+    )
+    cfg = model_config(data, names, params)
+    fed = federation_config(params, seed)
     result = run_federated(
         cfg,
         clients,
@@ -135,7 +143,7 @@ def extract_features(
     from fdrmfl_pipeline.core.client import predict
 
     _setup_torch(params)
-    _, _, clients, _ = _clients(multimodal_dataset, client_assignments, params, seed)
+    _, _, clients, _ = client_data(multimodal_dataset, client_assignments, params, seed)
     frames = []
     for c, cd in clients.items():
         model, scalers = load_model(global_model, client=c)

@@ -1,0 +1,52 @@
+"""Print the latest tuned parameters as a ``kedro run --params`` string.
+
+kedro run --params "$(python -m fdrmfl_pipeline.best_params)"          # train with them
+python -m fdrmfl_pipeline.best_params --file data/06_models/best_params.yml/<version>/best_params.yml
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+DEFAULT_DIR = Path("data/06_models/best_params.yml")
+
+
+def latest(directory: Path = DEFAULT_DIR) -> Path:
+    files = sorted(directory.glob("*/best_params.yml"))
+    if not files:
+        raise FileNotFoundError(
+            f"no best_params version under {directory}; run the tuning pipeline first"
+        )
+    return files[-1]
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):  # positional notation: YAML reads "1e-05" as a string
+        return np.format_float_positional(v, trim="-")
+    return str(v)
+
+
+def to_params_string(best: dict) -> str:
+    """``training.k=v,...`` for every tuned training parameter."""
+    return ",".join(f"training.{k}={_fmt(v)}" for k, v in sorted(best.get("training", {}).items()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--file", type=Path, default=None)
+    args = ap.parse_args(argv)
+    best = yaml.safe_load((args.file or latest()).read_text())
+    sys.stdout.write(to_params_string(best) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Tuning nodes: run the study (validation MSE only; test rows are removed first), then plot."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fdrmfl_pipeline.params import TrainingParams, TuningParams
+
+logger = logging.getLogger(__name__)
+
+
+def without_test_rows(
+    multimodal_dataset: pa.Table, client_assignments: pd.DataFrame
+) -> tuple[pa.Table, pd.DataFrame]:
+    """Drop every ``test`` sample from both inputs: tuning never sees them."""
+    kept = client_assignments[client_assignments["split"] != "test"].reset_index(drop=True)
+    mask = pc.is_in(
+        multimodal_dataset.column("sample_id"), value_set=pa.array(kept["sample_id"].astype(str))
+    )
+    return multimodal_dataset.filter(mask), kept
+
+
+def search_entries(params: TuningParams) -> list:
+    from fdrmfl_pipeline.core.tuning import SearchEntry
+
+    return [
+        SearchEntry(name, e.type, e.low, e.high, e.log, tuple(e.choices) if e.choices else None)
+        for name, e in params.search_space.items()
+    ]
+
+
+def mean_val_mse(history: list[dict], rnd: int) -> float:
+    """Mean over clients of round ``rnd``'s validation MSE (the tuning objective)."""
+    rows = [r for r in history if r["round"] == rnd and np.isfinite(r["val_mse"])]
+    return float(np.mean([r["val_mse"] for r in rows])) if rows else float("nan")
+
+
+def tune(
+    multimodal_dataset: pa.Table,
+    client_assignments: pd.DataFrame,
+    params: TuningParams,
+    training: TrainingParams,
+    seed: int,
+    optuna_dir: Path,
+) -> tuple[pd.DataFrame, dict]:
+    """Optimise the mean validation MSE over clients; returns all trials and the best parameters
+    (as a ``training:`` block the training pipeline takes directly)."""
+    import optuna
+    import torch
+
+    from fdrmfl_pipeline.core import tuning
+    from fdrmfl_pipeline.core.engine import run_federated
+    from fdrmfl_pipeline.pipelines.training.nodes import (
+        client_data,
+        federation_config,
+        local_train_config,
+        model_config,
+    )
+
+    torch.set_num_threads(training.num_threads)
+    torch.use_deterministic_algorithms(True)
+    table, assignments = without_test_rows(multimodal_dataset, client_assignments)
+    data, names, clients, scalers = client_data(table, assignments, training, seed)
+
+    def objective(trial: optuna.Trial) -> float:
+        p = TrainingParams.model_validate({**training.model_dump(), **trial.params})
+
+        def report(rnd: int, val: float) -> None:
+            trial.report(val, rnd)
+            if trial.should_prune():
+                raise optuna.TrialPruned
+
+        res = run_federated(
+            model_config(data, names, p),
+            clients,
+            scalers,
+            local_train_config(p),
+            federation_config(p, seed),
+            on_round_end=report,
+        )
+        return mean_val_mse(res.history, res.best_round)
+
+    storage = tuning.make_storage(params.storage, params.study_name, Path(optuna_dir))
+    study = tuning.run_study(
+        objective,
+        search_entries(params),
+        params.study_name,
+        storage,
+        params.n_trials,
+        seed,
+        worker_id=params.worker_id,
+        timeout=params.timeout,
+        pruner=tuning.make_pruner(
+            params.pruner, params.pruner_startup_trials, params.pruner_warmup_rounds
+        ),
+        single_worker=params.storage == "sqlite",
+    )
+    trials = tuning.trials_frame(study)
+    complete = trials[trials["state"] == "COMPLETE"]
+    if complete.empty:
+        best = {"training": {}, "study": {"name": params.study_name, "best_value": None}}
+    else:
+        b = study.best_trial
+        best = {
+            "training": {k: (v.item() if hasattr(v, "item") else v) for k, v in b.params.items()},
+            "study": {
+                "name": params.study_name,
+                "best_trial": b.number,
+                "best_value": float(b.value),
+                "finished_trials": int(trials["state"].isin(["COMPLETE", "PRUNED"]).sum()),
+            },
+        }
+    logger.info("Study '%s': %s", params.study_name, json.dumps(best["study"]))
+    return trials, best
+
+
+def _study_from_trials(tuning_trials: pd.DataFrame, params: TuningParams):
+    """An in-memory study rebuilt from the saved trials (for Optuna's plots)."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    dists = {}
+    for name, e in params.search_space.items():
+        if e.type == "float":
+            dists[name] = FloatDistribution(e.low, e.high, log=e.log)
+        elif e.type == "int":
+            dists[name] = IntDistribution(int(e.low), int(e.high), log=e.log)
+        else:
+            dists[name] = CategoricalDistribution(e.choices)
+    study = optuna.create_study(direction="minimize")
+    for row in tuning_trials[tuning_trials["state"] == "COMPLETE"].itertuples(index=False):
+        d = row._asdict()
+        trial_params = {
+            k[len("params_") :]: d[k]
+            for k in d
+            if k.startswith("params_") and k[len("params_") :] in dists
+        }
+        if len(trial_params) != len(dists):
+            continue
+        trial_params = {
+            k: (int(v) if isinstance(dists[k], IntDistribution) else v)
+            for k, v in trial_params.items()
+        }
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=trial_params,
+                distributions=dists,
+                value=float(d["value"]),
+                intermediate_values={
+                    int(k): v for k, v in json.loads(d["intermediate_values"]).items()
+                },
+            )
+        )
+    return study
+
+
+def _placeholder(text: str) -> Any:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3))
+    fig.text(0.5, 0.5, text, ha="center", va="center")
+    return fig
+
+
+def plot_tuning(tuning_trials: pd.DataFrame, params: TuningParams) -> tuple[Any, Any, Any]:
+    """Optimisation history, parameter importances and a slice plot (Optuna's matplotlib plots)."""
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _study_from_trials(tuning_trials, params)
+    n = len(study.trials)
+    if n == 0:
+        return (_placeholder("no complete trial yet"),) * 3
+    history = ovm.plot_optimization_history(study).figure
+    importances = (
+        ovm.plot_param_importances(study).figure
+        if n >= 2
+        else _placeholder("importances need 2+ trials")
+    )
+    sl = ovm.plot_slice(study)
+    slice_fig = (sl.flat[0] if hasattr(sl, "flat") else sl).figure
+    for fig in (history, importances, slice_fig):
+        fig.set_size_inches(max(fig.get_size_inches()[0], 6), max(fig.get_size_inches()[1], 3.5))
+    return history, importances, slice_fig

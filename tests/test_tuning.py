@@ -1,0 +1,295 @@
+"""Tuning: validated search space, reproducible studies, no test data, resumable after a hard kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from fdrmfl_pipeline.core.modalities import to_arrow
+from fdrmfl_pipeline.params import TrainingParams, TuningParams
+from fdrmfl_pipeline.pipelines.tuning import nodes as tuning_nodes
+
+from .tiny import tiny_clients
+
+SPACE = {
+    "lambda_mi": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
+    "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+    "latent_dim": {"type": "int", "low": 2, "high": 6},
+}
+TRAIN = TrainingParams(rounds=2, local_epochs=1, hidden_dim=8, latent_dim=3, batch_size=16)
+
+
+def _params(**kw) -> TuningParams:
+    return TuningParams.model_validate(
+        {"study_name": "t", "n_trials": 3, "search_space": SPACE, **kw}
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "needle"),
+    [
+        (
+            {"lambda_mi": {"type": "float", "low": 2.0, "high": 1.0}},
+            r"lambda_mi[\s\S]*low=2.0 is greater than high=1.0",
+        ),
+        (
+            {"lambda_kl": {"type": "float", "low": 0.0, "high": 1.0, "log": True}},
+            r"lambda_kl[\s\S]*log scale needs a positive",
+        ),
+        ({"lambda_typo": {"type": "float", "low": 0.1, "high": 1.0}}, r"lambda_typo"),
+        ({"tau": {"type": "float", "low": 0.1}}, r"tau[\s\S]*needs 'low' and 'high'"),
+        ({"optimizer": {"type": "categorical"}}, r"optimizer[\s\S]*choices"),
+    ],
+)
+def test_malformed_search_space_entries_are_named(entry, needle):
+    with pytest.raises(ValidationError, match=needle):
+        TuningParams.model_validate({"search_space": entry})
+
+
+def test_malformed_search_space_fails_before_any_trial(tmp_path):
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+    from kedro.validation import ParameterValidationError
+
+    from .test_chain_and_envs import _project
+
+    project = _project(tmp_path / "p")
+    bootstrap_project(project)
+    bad = {
+        "tuning": {"search_space": {"lr": {"type": "float", "low": -1.0, "high": 1.0, "log": True}}}
+    }
+    with (
+        KedroSession.create(project_path=project, runtime_params=bad) as s,
+        pytest.raises(ParameterValidationError, match=r"tuning[\s\S]*lr"),
+    ):
+        s.run(pipeline_names=["ingestion", "partitioning", "tuning"])
+    assert not (project / "data/06_models/optuna").exists()
+
+
+def _tune(tmp_path: Path, data=None, assign=None, **kw):
+    if data is None:
+        data, assign, *_ = tiny_clients()
+    return tuning_nodes.tune(to_arrow(data), assign, _params(**kw), TRAIN, 0, tmp_path)
+
+
+def test_same_job_twice_gives_the_same_trials(tmp_path):
+    a, best_a = _tune(tmp_path / "a")
+    b, best_b = _tune(tmp_path / "b")
+    cols = [c for c in a.columns if c not in ("duration_s",)]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    assert best_a == best_b
+    assert set(best_a["training"]) == set(SPACE)
+    TrainingParams.model_validate(
+        {**TRAIN.model_dump(), **best_a["training"]}
+    )  # takes them directly
+    assert (tmp_path / "a" / "t.db").exists()
+    # intermediate values: one per round
+    assert all(len(json.loads(v)) >= 1 for v in a["intermediate_values"])
+
+
+def test_rerunning_a_finished_job_continues_the_same_study(tmp_path):
+    first, _ = _tune(tmp_path)
+    again, _ = _tune(tmp_path, n_trials=5)
+    finished = again[again["state"].isin(["COMPLETE", "PRUNED"])]
+    assert len(finished) == 5
+    pd.testing.assert_frame_equal(again.iloc[:3][["number", "value"]], first[["number", "value"]])
+
+
+def test_the_objective_never_reads_test_rows(tmp_path, monkeypatch):
+    data, assign, *_ = tiny_clients()
+    seen = []
+    real = tuning_nodes.without_test_rows
+
+    def spy(table, assignments):
+        out_table, out_assign = real(table, assignments)
+        seen.append((set(out_table.column("sample_id").to_pylist()), set(out_assign["split"])))
+        return out_table, out_assign
+
+    monkeypatch.setattr(tuning_nodes, "without_test_rows", spy)
+    before, _ = _tune(tmp_path / "a", data, assign)
+    test_ids = set(assign.loc[assign["split"] == "test", "sample_id"])
+    assert seen and not (seen[0][0] & test_ids) and "test" not in seen[0][1]
+    # poison the test rows (inputs and targets): every trial value stays bit-identical
+    pos = np.flatnonzero(np.isin(data.sample_ids, list(test_ids)))
+    for arr in data.arrays.values():
+        arr[pos] = np.nan
+    data.target[pos] = 1e6
+    after, _ = _tune(tmp_path / "b", data, assign)
+    np.testing.assert_array_equal(before["value"].to_numpy(), after["value"].to_numpy())
+
+
+WORKER = textwrap.dedent(
+    """
+    import sys, time, math
+    from pathlib import Path
+    from fdrmfl_pipeline.core import tuning
+    storage_spec, name, n_trials, slow_trial, marker, worker = sys.argv[1:7]
+    n_trials, slow_trial, worker = int(n_trials), int(slow_trial), int(worker)
+    space = [tuning.SearchEntry("x", "float", -3.0, 3.0), tuning.SearchEntry("y", "float", -3.0, 3.0)]
+    def objective(trial):
+        if trial.number == slow_trial:
+            Path(marker).write_text(str(trial.number))
+            time.sleep(60)
+        time.sleep(0.02)
+        return (trial.params["x"] - 1) ** 2 + math.sin(trial.params["y"])
+    storage = tuning.make_storage(storage_spec, name, Path(marker).parent)
+    tuning.run_study(objective, space, name, storage, n_trials, seed=1, worker_id=worker,
+                     pruner=tuning.make_pruner("none", 0, 0), single_worker=storage_spec == "sqlite")
+    """
+)
+
+
+def _worker(tmp_path: Path, storage: str, n_trials: int, slow_trial: int, worker: int = 0):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(script),
+            storage,
+            "study",
+            str(n_trials),
+            str(slow_trial),
+            str(tmp_path / f"marker{worker}"),
+            str(worker),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _trials(storage_obj):
+    import optuna
+
+    return optuna.load_study(study_name="study", storage=storage_obj).get_trials(deepcopy=False)
+
+
+def test_sqlite_job_killed_mid_trial_resumes_without_loss_or_duplicates(tmp_path):
+    from fdrmfl_pipeline.core import tuning
+
+    proc = _worker(tmp_path, "sqlite", n_trials=6, slow_trial=3)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "marker0").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "the worker never reached the slow trial"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # hard kill in the middle of trial 3
+    proc.wait()
+    storage = tuning.make_storage("sqlite", "study", tmp_path)
+    before = {t.number: (t.state.name, t.value) for t in _trials(storage)}
+    assert [before[i][0] for i in range(3)] == ["COMPLETE"] * 3 and before[3][0] == "RUNNING"
+
+    (tmp_path / "marker0").unlink()
+    rerun = _worker(tmp_path, "sqlite", n_trials=6, slow_trial=-1)
+    assert rerun.wait(timeout=120) == 0, rerun.stderr.read().decode()[-2000:]
+    after = _trials(storage)
+    states = [t.state.name for t in after]
+    assert states.count("COMPLETE") == 6  # exactly what was asked
+    assert len({t.number for t in after}) == len(after)  # no duplicates
+    assert after[3].state.name == "FAIL" and after[3].user_attrs.get("interrupted") is True
+    for i in range(3):  # the completed trials survived untouched
+        assert (after[i].state.name, after[i].value) == before[i]
+    params = [tuple(sorted(t.params.items())) for t in after if t.state.name == "COMPLETE"]
+    assert len(set(params)) == len(params)  # the resumed sampler did not repeat suggestions
+
+
+def _postgres_bin() -> Path | None:
+    import glob
+    import shutil
+
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    return Path(dirs[0]) if dirs else None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throw-away PostgreSQL on 127.0.0.1 (Debian's package; .ci/run installs it)."""
+    import shutil
+    import socket
+    import tempfile
+
+    pytest.importorskip("psycopg2", reason="psycopg2 missing: install the dev extras")
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip(
+            "PostgreSQL is not installed and could not be installed (apt-get install postgresql)"
+        )
+    root = Path(tempfile.mkdtemp(prefix="fdrmfl-pg-", dir="/tmp"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        shutil.chown(root, "postgres", "postgres")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    data = root / "data"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(
+        [
+            *prefix,
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-A",
+            "trust",
+            "-U",
+            "fdrmfl",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
+    subprocess.run(
+        [
+            *prefix,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            opts,
+            "-l",
+            str(root / "log"),
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql+psycopg2://fdrmfl@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_processes_on_one_postgresql_study(tmp_path, postgres_url):
+    from fdrmfl_pipeline.core import tuning
+
+    n = 12
+    procs = [_worker(tmp_path, postgres_url, n_trials=n, slow_trial=-1, worker=w) for w in (0, 1)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read().decode()[-3000:]
+    trials = _trials(tuning.make_storage(postgres_url, "study", tmp_path))
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == n  # exactly what was asked, across both workers
+    assert len({t.number for t in trials}) == len(trials)
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == n  # no duplicated work
+    assert all(t.user_attrs.get("surplus") for t in trials if t.state.name == "FAIL")
