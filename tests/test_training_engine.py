@@ -244,3 +244,51 @@ def test_lambda_mi_raises_held_out_mutual_information():
         gains.append(mi[1.0] - mi[0.0])
     assert all(g > 0 for g in gains), gains
     assert np.mean(gains) > 0.1, gains
+
+
+class _Flaky:
+    """Wraps the in-process runner; the listed clients stop answering from a given round."""
+
+    def __init__(self, inner, dead: set[int], from_round: int):
+        self.inner, self.dead, self.from_round = inner, dead, from_round
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def train(self, jobs, round_, cfg):
+        alive = {
+            c: s for c, s in jobs.items() if not (round_ >= self.from_round and c in self.dead)
+        }
+        updates, failures = self.inner.train(alive, round_, cfg)
+        failures.update({c: "connection lost" for c in jobs if c not in alive})
+        return updates, failures
+
+
+def test_a_round_completes_without_a_failed_client_when_enough_answer(caplog, tmp_path):
+    from fdrmfl_pipeline.core.engine import InProcessRunner, run_rounds
+
+    _, _, clients, scalers, config = tiny_clients()
+    runner = _Flaky(InProcessRunner(config, clients, scalers, 0), dead={1}, from_round=2)
+    fed = FederationConfig(rounds=3, seed=0, min_clients=2)
+    with caplog.at_level("ERROR"):
+        res = run_rounds(config, runner, CFG, fed, checkpoint_path=tmp_path / "ck.pt")
+    assert res.rounds_run == 3
+    assert [r["participated"] for r in res.history if r["round"] == 3] == [True, False, True]
+    assert "client 1 did not answer" in caplog.text
+
+
+def test_too_few_clients_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path):
+    from fdrmfl_pipeline.core.engine import FederationError, InProcessRunner, run_rounds
+
+    _, _, clients, scalers, config = tiny_clients()
+    runner = _Flaky(InProcessRunner(config, clients, scalers, 0), dead={0, 1}, from_round=3)
+    ck = tmp_path / "ck.pt"
+    with pytest.raises(FederationError, match=r"round 3: only 1 of 3 .*min_clients=2.*round 2"):
+        run_rounds(
+            config,
+            runner,
+            CFG,
+            FederationConfig(rounds=4, seed=0, min_clients=2),
+            checkpoint_path=ck,
+        )
+    assert torch.load(ck, weights_only=False)["round"] == 2

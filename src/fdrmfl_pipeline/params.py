@@ -205,6 +205,9 @@ class TrainingParams(_Strict):
     weight_decay: float = Field(1e-2, ge=0.0)
     grad_clip: float | None = Field(5.0, gt=0.0)
     client_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    min_clients: int = Field(
+        1, ge=1, description="a round needs at least this many answering clients"
+    )
     retention: float = Field(0.0, ge=0.0, lt=1.0)
     lambda_mi: float = Field(0.1, ge=0.0)
     lambda_kl: float = Field(0.01, ge=0.0)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -43,6 +44,89 @@ class FederationConfig:
     patience: int = 3
     min_delta: float = 0.0
     seed: int = 42
+    min_clients: int = 1  # a round needs at least this many answering clients
+
+
+class FederationError(RuntimeError):
+    """A round could not complete (too few clients answered)."""
+
+
+class ClientRunner(Protocol):
+    """How the server reaches its clients: in process, or through Flower messages."""
+
+    def client_ids(self) -> list[int]: ...
+
+    def n_train(self, client: int) -> int: ...
+
+    def train(
+        self, jobs: dict[int, State], round_: int, cfg: LocalTrainConfig
+    ) -> tuple[list[ClientUpdate], dict[int, str]]:
+        """Each client in ``jobs`` trains from its given state; returns the updates received
+        and, for clients that did not answer, the reason."""
+        ...
+
+    def evaluate(self, states: dict[int, State]) -> dict[int, float]:
+        """Validation MSE (original units) of each client's model on its ``val`` split."""
+        ...
+
+    def client_side_state(self) -> dict: ...
+
+    def restore_client_side_state(self, state: dict) -> None: ...
+
+
+class InProcessRunner:
+    """All clients in this process; each keeps its previous local model (contrastive term)."""
+
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        clients: dict[int, ClientData],
+        scalers: dict[int, Scaler],
+        seed: int,
+    ):
+        self.model_config, self.clients, self.scalers, self.seed = (
+            model_config,
+            clients,
+            scalers,
+            seed,
+        )
+        self.prev_states: dict[int, State] = {}
+
+    def client_ids(self) -> list[int]:
+        return sorted(self.clients)
+
+    def n_train(self, client: int) -> int:
+        return self.clients[client].train.n
+
+    def train(self, jobs, round_, cfg):
+        updates = []
+        for c in sorted(jobs):
+            upd, local_state = local_update(
+                self.model_config,
+                jobs[c],
+                self.prev_states.get(c),
+                self.clients[c],
+                cfg,
+                self.seed,
+                round_,
+            )
+            self.prev_states[c] = local_state  # stays on the client
+            updates.append(upd)
+        return updates, {}
+
+    def evaluate(self, states):
+        out = {}
+        for c in sorted(states):
+            model = model_from_state(self.model_config, states[c])
+            sc = self.scalers[c]
+            out[c] = evaluate_mse(model, self.clients[c].val, sc.y_mean, sc.y_std)
+        return out
+
+    def client_side_state(self) -> dict:
+        return {"prev_states": self.prev_states}
+
+    def restore_client_side_state(self, state: dict) -> None:
+        self.prev_states = state.get("prev_states", {})
 
 
 def strategy_loss_config(strategy: str, cfg: LocalTrainConfig) -> LocalTrainConfig:
@@ -90,22 +174,41 @@ def run_federated(
     on_update: Callable[[ClientUpdate], None] | None = None,
     on_round_end: Callable[[int, float], None] | None = None,
 ) -> TrainingResult:
-    """Run ``fed.rounds`` rounds of the chosen strategy and return the final model and history.
-
-    ``on_update`` sees every :class:`ClientUpdate` the server receives (used to audit the
-    privacy boundary); ``on_round_end(round, mean_val_mse)`` is called after each round's
-    checkpoint (Optuna reports intermediate values and prunes through it).
-    """
-    cfg = strategy_loss_config(fed.strategy, local_cfg)
+    """Run ``fed.rounds`` rounds of the chosen strategy with every client in this process."""
     names = [m.name for m in model_config.modalities]
     if fed.strategy == "central":
         clients = {-1: pool_clients(clients, names)}
         # the pooled split keeps each row's own scaling; report in the first client's units
         scalers = {-1: next(iter(scalers.values()))}
-    ids = sorted(clients)
+    runner = InProcessRunner(model_config, clients, scalers, fed.seed)
+    return run_rounds(
+        model_config, runner, local_cfg, fed, checkpoint_path, resume, on_update, on_round_end
+    )
+
+
+def run_rounds(
+    model_config: ModelConfig,
+    runner: ClientRunner,
+    local_cfg: LocalTrainConfig,
+    fed: FederationConfig,
+    checkpoint_path: Path | None = None,
+    resume: bool = False,
+    on_update: Callable[[ClientUpdate], None] | None = None,
+    on_round_end: Callable[[int, float], None] | None = None,
+) -> TrainingResult:
+    """The server loop shared by every engine: sampling, FedAvg in client order, retention,
+    validation, early stopping, checkpoints and history.
+
+    ``on_update`` sees every :class:`ClientUpdate` the server receives (used to audit the
+    privacy boundary); ``on_round_end(round, mean_val_mse)`` is called after each round's
+    checkpoint (Optuna reports intermediate values and prunes through it). A round in which
+    fewer than ``fed.min_clients`` sampled clients answer raises :class:`FederationError`; the
+    checkpoint of the last completed round is kept.
+    """
+    cfg = strategy_loss_config(fed.strategy, local_cfg)
+    ids = runner.client_ids()
     init = build_model(model_config, seed=fed.seed)
     global_state = {k: v.detach().clone() for k, v in init.state_dict().items()}
-    prev_states: dict[int, State] = {}
     client_states: dict[int, State] = (
         {c: global_state for c in ids} if fed.strategy == "local" else {}
     )
@@ -114,7 +217,7 @@ def run_federated(
     stale = 0
     start_round = 1
     key = _hash(
-        model_config.to_json(), asdict(cfg), asdict(fed), ids, [clients[c].train.n for c in ids]
+        model_config.to_json(), asdict(cfg), asdict(fed), ids, [runner.n_train(c) for c in ids]
     )
     if resume and checkpoint_path is not None and checkpoint_path.exists():
         ck = torch.load(checkpoint_path, weights_only=False)
@@ -123,11 +226,8 @@ def run_federated(
                 "Checkpoint %s belongs to another configuration: starting afresh", checkpoint_path
             )
         else:
-            global_state, prev_states, client_states = (
-                ck["global_state"],
-                ck["prev_states"],
-                ck["client_states"],
-            )
+            global_state, client_states = ck["global_state"], ck["client_states"]
+            runner.restore_client_side_state(ck["client_side"])
             history, best, stale, start_round = (
                 ck["history"],
                 ck["best"],
@@ -138,53 +238,56 @@ def run_federated(
     rnd = start_round - 1
     for rnd in range(start_round, fed.rounds + 1):
         t_round = time.perf_counter()
-        selected = (
-            ids
-            if fed.strategy in ("local", "central")
-            else aggregation.sample_clients(ids, fed.client_fraction, fed.seed, rnd)
-        )
-        updates: list[ClientUpdate] = []
-        for c in selected:
-            start_state = client_states[c] if fed.strategy == "local" else global_state
-            upd, local_state = local_update(
-                model_config, start_state, prev_states.get(c), clients[c], cfg, fed.seed, rnd
+        if fed.strategy in ("local", "central"):
+            selected = ids
+        else:
+            selected = aggregation.sample_clients(ids, fed.client_fraction, fed.seed, rnd)
+        jobs = {
+            c: (client_states[c] if fed.strategy == "local" else global_state) for c in selected
+        }
+        updates, failures = runner.train(jobs, rnd, cfg)
+        for c, why in sorted(failures.items()):
+            logger.error("round %d: client %d did not answer: %s", rnd, c, why)
+        need = min(fed.min_clients, len(selected))
+        if len(updates) < need:
+            raise FederationError(
+                f"round {rnd}: only {len(updates)} of {len(selected)} sampled clients answered "
+                f"(failed: {sorted(failures)}), fewer than training.min_clients={fed.min_clients}; "
+                f"the last good checkpoint (round {rnd - 1}) is kept"
+                + (f" at {checkpoint_path}" if checkpoint_path else "")
             )
-            prev_states[c] = local_state  # stays on the client
-            if fed.strategy == "local":
-                client_states[c] = local_state
+        updates = sorted(updates, key=lambda u: u.client_id)
+        for upd in updates:
             if on_update is not None:
                 on_update(upd)
-            updates.append(upd)
+            if fed.strategy == "local":
+                client_states[upd.client_id] = upd.state
         if fed.strategy != "local":
             avg = aggregation.fedavg([(u.client_id, u.state, u.n_samples) for u in updates])
             global_state = aggregation.retain(avg, global_state, fed.retention)
         # validation of the new model(s) on every client's val split (original units)
-        by_id = {u.client_id: u for u in updates}
-        shared_model = (
-            None if fed.strategy == "local" else model_from_state(model_config, global_state)
+        vals = runner.evaluate(
+            {c: (client_states[c] if fed.strategy == "local" else global_state) for c in ids}
         )
-        round_rows, vals, weights = [], [], []
+        by_id = {u.client_id: u for u in updates}
+        round_rows = []
         for c in ids:
-            model = shared_model or model_from_state(model_config, client_states[c])
-            sc = scalers[c]
-            val_mse = evaluate_mse(model, clients[c].val, sc.y_mean, sc.y_std)
             u = by_id.get(c)
-            row = {
-                "round": rnd,
-                "client": c,
-                "participated": u is not None,
-                "n_samples": clients[c].train.n,
-                "train_loss": u.metrics["train_loss"] if u else np.nan,
-                **{f"loss_{t}": (u.metrics[f"train_{t}"] if u else np.nan) for t in LOSS_TERMS},
-                "val_mse": val_mse,
-                "seconds": u.metrics["seconds"] if u else 0.0,
-            }
-            round_rows.append(row)
-            if clients[c].val.n and np.isfinite(val_mse):
-                vals.append(val_mse)
-                weights.append(clients[c].val.n)
+            round_rows.append(
+                {
+                    "round": rnd,
+                    "client": c,
+                    "participated": u is not None,
+                    "n_samples": runner.n_train(c),
+                    "train_loss": u.metrics["train_loss"] if u else np.nan,
+                    **{f"loss_{t}": (u.metrics[f"train_{t}"] if u else np.nan) for t in LOSS_TERMS},
+                    "val_mse": vals.get(c, float("nan")),
+                    "seconds": u.metrics["seconds"] if u else 0.0,
+                }
+            )
         history.extend(round_rows)
-        mean_val = float(np.average(vals, weights=weights)) if vals else float("nan")
+        finite = [r["val_mse"] for r in round_rows if np.isfinite(r["val_mse"])]
+        mean_val = float(np.mean(finite)) if finite else float("nan")
         terms = {
             t: np.nanmean([r[f"loss_{t}"] for r in round_rows]) for t in ("mse", "mi", "skl", "con")
         }
@@ -193,7 +296,7 @@ def run_federated(
             rnd,
             fed.rounds,
             fed.strategy,
-            selected,
+            [u.client_id for u in updates],
             np.nanmean([r["train_loss"] for r in round_rows]),
             terms["mse"],
             terms["mi"],
@@ -214,8 +317,8 @@ def run_federated(
                     "key": key,
                     "round": rnd,
                     "global_state": global_state,
-                    "prev_states": prev_states,
                     "client_states": client_states,
+                    "client_side": runner.client_side_state(),
                     "history": history,
                     "best": best,
                     "stale": stale,

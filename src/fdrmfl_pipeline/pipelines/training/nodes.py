@@ -91,6 +91,7 @@ def federation_config(params: TrainingParams, seed: int):
         patience=params.early_stopping.patience,
         min_delta=params.early_stopping.min_delta,
         seed=seed,
+        min_clients=params.min_clients,
     )
 
 
