@@ -17,7 +17,7 @@ $(VENV)/.installed-base: pyproject.toml | $(BIN)/python
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed-base
-	$(PIP) install -e ".[dev]"
+	$(PIP) install -e ".[dev,flower]"
 	@touch $@
 
 ## make run: the main job on the embedded default (kedro run). Extra args: make run ARGS="--env paper_sim_f1"

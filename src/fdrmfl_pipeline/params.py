@@ -146,6 +146,9 @@ class PartitioningParams(_Strict):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     use_predefined_split: bool = True
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    export_clients: bool = Field(
+        False, description="write data/03_primary/clients/client_<id>.parquet"
+    )
     group_duplicates: bool = Field(
         True,
         description="a random test split keeps samples with identical inputs and target together",
@@ -187,7 +190,7 @@ class EarlyStoppingParams(_Strict):
 
 class TrainingParams(_Strict):
     strategy: Literal["fdrmfl", "fedavg", "fedprox", "moon", "local", "central"] = "fdrmfl"
-    engine: Literal["inprocess"] = "inprocess"
+    engine: Literal["inprocess", "flower-simulation"] = "inprocess"
     modalities: list[str] | None = Field(None, description="subset of the dataset's modalities")
     encoders: dict[str, Literal["mlp", "cnn2d", "conv1d_attn", "gru_attn", "cnn1d"]] = Field(
         default_factory=dict, description="encoder type per modality name (default: by kind)"
@@ -218,6 +221,14 @@ class TrainingParams(_Strict):
     early_stopping: EarlyStoppingParams = EarlyStoppingParams()
     resume: bool = False
     num_threads: int = Field(1, ge=1, description="torch threads (fixed for bit-identical results)")
+
+    @model_validator(mode="after")
+    def _engine_strategy(self) -> TrainingParams:
+        if self.engine != "inprocess" and self.strategy in ("local", "central"):
+            raise ValueError(
+                f"strategy '{self.strategy}' runs on the inprocess engine only (engine='{self.engine}')"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------- downstream

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from fdrmfl_pipeline.core import seeding
 from fdrmfl_pipeline.core.modalities import MultimodalData
@@ -139,6 +140,68 @@ def _scale(
     return x, y
 
 
+@dataclass
+class RawClient:
+    """One client's unscaled splits and the sufficient statistics of its train split."""
+
+    client_id: int
+    splits: dict[str, tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]]
+    stats: SufficientStats
+    available: np.ndarray
+
+
+def raw_client(
+    data: MultimodalData, a_c: pd.DataFrame, modalities: Sequence[str], seed: int, client: int
+) -> RawClient:
+    """Rows of ``a_c`` (one client's assignments, in their order), covariate shift applied."""
+    pos = pd.Series(np.arange(data.n), index=data.sample_ids)
+    idx_all = pos[a_c["sample_id"]].to_numpy()
+    avail = np.array(
+        [bool(a_c[f"available_{m}"].all()) if f"available_{m}" in a_c else True for m in modalities]
+    )
+    gain = float(a_c["covariate_gain"].iloc[0]) if "covariate_gain" in a_c else 1.0
+    offset = float(a_c["covariate_offset"].iloc[0]) if "covariate_offset" in a_c else 0.0
+    noise = float(a_c["covariate_noise"].iloc[0]) if "covariate_noise" in a_c else 0.0
+    shifted = {
+        m: apply_covariate_shift(
+            data.arrays[m][idx_all], gain, offset, noise, seeding.rng(seed, "covariate", client, m)
+        )
+        for m in modalities
+    }
+    split_of = a_c["split"].to_numpy()
+    splits = {}
+    for s in SPLITS:
+        sel = split_of == s
+        splits[s] = (
+            a_c["sample_id"].to_numpy()[sel].astype(str),
+            {m: shifted[m][sel] for m in modalities},
+            np.tile(avail, (int(sel.sum()), 1)),
+            data.target[idx_all[sel]],
+        )
+    _, x, mask, y = splits["train"]
+    return RawClient(client, splits, train_stats(x, mask, y, modalities), avail)
+
+
+def federated_scaler(
+    stats: dict[int, SufficientStats], shapes: dict[str, tuple[int, ...]]
+) -> Scaler:
+    """One scaler from the clients' summed statistics (summed in ascending client order)."""
+    ids = sorted(stats)
+    total = stats[ids[0]]
+    for c in ids[1:]:
+        total = total + stats[c]
+    return total.scaler(shapes)
+
+
+def scale_client(raw: RawClient, scaler: Scaler, modalities: Sequence[str]) -> ClientData:
+    splits = {}
+    for s in SPLITS:
+        ids, x_raw, mask, y_raw = raw.splits[s]
+        x, y = _scale(x_raw, mask, y_raw, scaler, modalities)
+        splits[s] = SplitArrays(ids, x, mask, y, y_raw.astype(np.float64))
+    return ClientData(raw.client_id, splits, raw.available)
+
+
 def build_clients(
     data: MultimodalData,
     assignments: pd.DataFrame,
@@ -152,71 +215,51 @@ def build_clients(
         raise ConfigError(
             f"training.modalities names {missing}, which the dataset lacks; it has {data.modality_names}"
         )
-    pos = pd.Series(np.arange(data.n), index=data.sample_ids)
-    unknown = ~assignments["sample_id"].isin(pos.index)
+    unknown = ~assignments["sample_id"].isin(set(data.sample_ids))
     if unknown.any():
         raise ConfigError(
             f"client_assignments holds {int(unknown.sum())} sample id(s) not in multimodal_dataset "
             f"(e.g. {assignments.loc[unknown, 'sample_id'].iloc[0]}); rerun partitioning"
         )
-    raw: dict[int, dict[str, tuple]] = {}
-    stats: dict[int, SufficientStats] = {}
+    if scaling not in ("federated", "local"):
+        raise ConfigError(f"training.scaling '{scaling}' is not 'federated' or 'local'")
     clients = sorted(int(c) for c in assignments["client"].unique())
-    for c in clients:
-        a_c = assignments[assignments["client"] == c]
-        idx_all = pos[a_c["sample_id"]].to_numpy()
-        avail = np.array(
-            [
-                bool(a_c[f"available_{m}"].all()) if f"available_{m}" in a_c else True
-                for m in modalities
-            ]
-        )
-        gain = float(a_c["covariate_gain"].iloc[0]) if "covariate_gain" in a_c else 1.0
-        offset = float(a_c["covariate_offset"].iloc[0]) if "covariate_offset" in a_c else 0.0
-        noise = float(a_c["covariate_noise"].iloc[0]) if "covariate_noise" in a_c else 0.0
-        shifted = {
-            m: apply_covariate_shift(
-                data.arrays[m][idx_all], gain, offset, noise, seeding.rng(seed, "covariate", c, m)
-            )
-            for m in modalities
-        }
-        split_of = a_c["split"].to_numpy()
-        raw[c] = {}
-        for s in SPLITS:
-            sel = split_of == s
-            mask = np.tile(avail, (int(sel.sum()), 1))
-            raw[c][s] = (
-                a_c["sample_id"].to_numpy()[sel].astype(str),
-                {m: shifted[m][sel] for m in modalities},
-                mask,
-                data.target[idx_all[sel]],
-            )
-        ids, x, mask, y = raw[c]["train"]
-        stats[c] = train_stats(x, mask, y, modalities)
+    raws = {
+        c: raw_client(data, assignments[assignments["client"] == c], modalities, seed, c)
+        for c in clients
+    }
     shapes = {m: data.spec(m).shape for m in modalities}
     if scaling == "federated":
-        total = stats[clients[0]]
-        for c in clients[1:]:
-            total = total + stats[c]
-        shared = total.scaler(shapes)
+        shared = federated_scaler({c: r.stats for c, r in raws.items()}, shapes)
         scalers = dict.fromkeys(clients, shared)
-    elif scaling == "local":
-        scalers = {c: stats[c].scaler(shapes) for c in clients}
     else:
-        raise ConfigError(f"training.scaling '{scaling}' is not 'federated' or 'local'")
-    out = {}
-    for c in clients:
-        splits = {}
-        for s in SPLITS:
-            ids, x_raw, mask, y_raw = raw[c][s]
-            x, y = _scale(x_raw, mask, y_raw, scalers[c], modalities)
-            splits[s] = SplitArrays(ids, x, mask, y, y_raw.astype(np.float64))
-        out[c] = ClientData(
-            c,
-            splits,
-            raw[c]["train"][2][0] if len(raw[c]["train"][2]) else np.ones(len(modalities), bool),
-        )
-    return out, scalers
+        scalers = {c: raws[c].stats.scaler(shapes) for c in clients}
+    return {c: scale_client(raws[c], scalers[c], modalities) for c in clients}, scalers
+
+
+ASSIGNMENT_COLUMNS = ("client", "split")
+
+
+def client_table(table: pa.Table, assignments: pd.DataFrame, client: int) -> pa.Table:
+    """One client's rows of the canonical table (same metadata, in assignment order) plus its
+    assignment columns: what is shipped to that client's machine."""
+    a_c = assignments[assignments["client"] == client].reset_index(drop=True)
+    ids = table.column("sample_id").to_numpy(zero_copy_only=False).astype(str)
+    pos = pd.Series(np.arange(len(ids)), index=ids)
+    out = table.take(pa.array(pos[a_c["sample_id"]].to_numpy()))
+    for col in a_c.columns:
+        if col != "sample_id":
+            out = out.append_column(f"assign_{col}", pa.array(a_c[col].to_numpy()))
+    return out.replace_schema_metadata(table.schema.metadata)
+
+
+def assignments_from_client_table(table: pa.Table) -> pd.DataFrame:
+    """The assignment rows stored in a :func:`client_table`."""
+    cols = {"sample_id": table.column("sample_id").to_numpy(zero_copy_only=False).astype(str)}
+    for name in table.column_names:
+        if name.startswith("assign_"):
+            cols[name[len("assign_") :]] = table.column(name).to_numpy(zero_copy_only=False)
+    return pd.DataFrame(cols)
 
 
 def pool_clients(clients: dict[int, ClientData], names: Sequence[str]) -> ClientData:

@@ -91,3 +91,16 @@ def plot_client_targets(client_assignments: pd.DataFrame, multimodal_dataset: pa
     fig.supxlabel("target")
     fig.suptitle("Target distribution per client and split")
     return fig
+
+
+def export_client_files(
+    multimodal_dataset: pa.Table, client_assignments: pd.DataFrame, params: PartitioningParams
+) -> dict[str, pa.Table]:
+    """One canonical Parquet table per client (its rows and assignment columns only), so each
+    client's data can be shipped to its own machine (``partitioning.export_clients``)."""
+    from fdrmfl_pipeline.core.clientdata import client_table
+
+    if not params.export_clients:
+        return {}
+    clients = sorted(int(c) for c in client_assignments["client"].unique())
+    return {f"client_{c}": client_table(multimodal_dataset, client_assignments, c) for c in clients}

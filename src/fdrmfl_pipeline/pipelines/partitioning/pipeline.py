@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import assign_clients, plot_client_targets, summarise_partition
+from .nodes import assign_clients, export_client_files, plot_client_targets, summarise_partition
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -29,6 +29,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["client_assignments", "multimodal_dataset"],
                 outputs="client_targets_plot",
                 name="plot_client_targets",
+            ),
+            Node(
+                func=export_client_files,
+                inputs=["multimodal_dataset", "client_assignments", "params:partitioning"],
+                outputs="client_files",
+                name="export_client_files",
             ),
         ]
     )

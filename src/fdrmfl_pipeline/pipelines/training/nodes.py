@@ -112,16 +112,34 @@ def train_model(
     )
     cfg = model_config(data, names, params)
     fed = federation_config(params, seed)
-    result = run_federated(
-        cfg,
-        clients,
-        scalers,
-        local_train_config(params),
-        fed,
-        checkpoint_path=Path(checkpoint_dir) / f"{params.strategy}.pt",
-        resume=params.resume,
-    )
+    checkpoint = Path(checkpoint_dir) / f"{params.strategy}.pt"
+    if params.engine == "flower-simulation":
+        from fdrmfl_pipeline.flower.simulation import simulate_training
+
+        result, scalers = simulate_training(
+            multimodal_dataset,
+            client_assignments,
+            cfg,
+            local_train_config(params),
+            fed,
+            names,
+            params.scaling,
+            Path(checkpoint_dir) / "flower_staging",
+            params.num_threads,
+            checkpoint,
+        )
+    else:
+        result = run_federated(
+            cfg,
+            clients,
+            scalers,
+            local_train_config(params),
+            fed,
+            checkpoint_path=checkpoint,
+            resume=params.resume,
+        )
     meta = {
+        "engine": params.engine,
         "strategy": params.strategy,
         "seed": seed,
         "best_round": result.best_round,
