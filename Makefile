@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: run test lint format viz prune clean-venv tune tune-workers train-best
+.PHONY: run test lint format viz prune clean-venv tune tune-workers train-best federate-local bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,16 @@ tune-workers: $(VENV)/.installed-base
 ## make train-best: train with the latest tuned parameters (data/06_models/best_params.yml)
 train-best: $(VENV)/.installed-base
 	$(BIN)/kedro run --params "$$($(BIN)/python -m fdrmfl_pipeline.best_params)" $(ARGS)
+
+## make federate-local CLIENTS=3 [PARAMS="training.rounds=3"] [ENV=paper_sim_f1]: a real Flower
+## SuperLink and one SuperNode per client on 127.0.0.1, then `flwr run`; the result lands in the catalog
+$(VENV)/.installed-flower: pyproject.toml $(VENV)/.installed-base
+	$(PIP) install -e ".[flower]"
+	@touch $@
+
+federate-local: $(VENV)/.installed-flower
+	FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 $(BIN)/python -m fdrmfl_pipeline.flower.deploy \
+	  --clients $(or $(CLIENTS),3) $(if $(ENV),--env $(ENV)) $(if $(PARAMS),--params $(PARAMS))
 
 ## make viz: kedro-viz on http://127.0.0.1:4141
 viz: $(VENV)/.installed-base

@@ -103,3 +103,133 @@ def test_simulated_client_failure_is_logged_and_the_round_completes(tmp_path, mo
     part = {(r["round"], r["client"]): r["participated"] for r in result.history}
     assert part[(1, 1)] and not part[(2, 1)] and not part[(3, 1)] and part[(3, 0)]
     assert "client 1 did not answer" in caplog.text
+
+
+DEPLOY_PARAMS = "training.rounds=2,training.local_epochs=1,training.latent_dim=4,training.hidden_dim=16,ingestion.synthetic.n_train=150,ingestion.synthetic.n_test=45"
+
+
+def _deploy(
+    project: Path, clients: int, extra: list[str], params: str = DEPLOY_PARAMS, timeout: int = 600
+):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fdrmfl_pipeline.flower.deploy",
+            "--project",
+            str(project),
+            "--clients",
+            str(clients),
+            "--params",
+            params,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _no_flower_processes_left(run_dir_marker: str) -> None:
+    import subprocess
+
+    ps = subprocess.run(
+        ["ps", "-eo", "stat,args"], capture_output=True, text=True, check=True
+    ).stdout
+    alive = [
+        line for line in ps.splitlines() if run_dir_marker in line and not line.startswith("Z")
+    ]
+    assert not alive, alive
+
+
+@pytest.mark.slow
+def test_local_deployment_with_two_supernodes_matches_inprocess(tmp_path):
+    import yaml
+
+    project = _project(tmp_path / "p")
+    shutil.copytree(PROJECT_ROOT / "flower_app", project / "flower_app")
+    proc = _deploy(project, 2, ["--round-timeout", "120"])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    deployed = _bundle(project)
+    assert '"engine": "flower-deployment"' in deployed["meta"]
+    run_dir = Path(json_meta(deployed)["run_dir"])
+    _no_flower_processes_left(str(run_dir))
+    # each SuperNode was given only its own client's file
+    for c in (0, 1):
+        log = (run_dir / f"supernode-{c}.log").exists()
+        assert log
+    # the same job in process, same seed and data
+    params = {k: v for k, v in (item.split("=") for item in DEPLOY_PARAMS.split(","))}
+    nested: dict = {}
+    for key, value in params.items():
+        node = nested
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    nested["partitioning"] = {"n_clients": 2}
+    _run(project, nested, ["training"])
+    inproc = _bundle(project)
+    for k in inproc["state_dict"]:
+        assert torch.equal(inproc["state_dict"][k], deployed["state_dict"][k]), k
+    # the catalog continues from the deployment's result
+    nested["baselines"] = {"extractors": ["pca_d"], "regressors": ["ridge"]}
+    _run(project, nested, ["regression", "baselines", "evaluation"])
+    assert sorted((project / "data/08_reporting/evaluation_metrics.parquet").glob("*/*"))
+
+
+def json_meta(bundle: dict) -> dict:
+    import json
+
+    return json.loads(bundle["meta"])
+
+
+@pytest.mark.slow
+def test_killed_supernode_round_completes_with_the_others(tmp_path):
+    project = _project(tmp_path / "p")
+    shutil.copytree(PROJECT_ROOT / "flower_app", project / "flower_app")
+    params = (
+        DEPLOY_PARAMS.replace("training.rounds=2", "training.rounds=3") + ",training.min_clients=2"
+    )
+    proc = _deploy(project, 3, ["--round-timeout", "10", "--kill-client", "2:1"], params=params)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    import pandas as pd
+
+    history = pd.read_parquet(
+        sorted((project / "data/07_model_output/training_history.parquet").glob("*/*"))[-1]
+    )
+    part = {(r.round, r.client): r.participated for r in history.itertuples()}
+    assert part[(1, 2)] and not part[(3, 2)] and part[(3, 0)] and part[(3, 1)]
+    run_dir = Path(json_meta(_bundle(project))["run_dir"])
+    assert "client 2 did not answer" in (run_dir / "flwr-run.log").read_text()
+    _no_flower_processes_left(str(run_dir))
+
+
+def test_simulated_failure_below_min_clients_stops_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    from fdrmfl_pipeline.core.client import LocalTrainConfig
+    from fdrmfl_pipeline.core.engine import FederationConfig
+    from fdrmfl_pipeline.core.modalities import to_arrow
+    from fdrmfl_pipeline.flower.simulation import simulate_training
+
+    from .tiny import tiny_clients
+
+    data, assign, _, _, config = tiny_clients()
+    monkeypatch.setenv("FDRMFL_FAIL_CLIENT", "0:2")
+    ck = tmp_path / "ck.pt"
+    with pytest.raises(Exception, match=r"round 2: only 2 of 3 .*min_clients=3"):
+        simulate_training(
+            to_arrow(data),
+            assign,
+            config,
+            LocalTrainConfig(local_epochs=1, batch_size=16),
+            FederationConfig(rounds=3, seed=0, min_clients=3),
+            data.modality_names,
+            "federated",
+            tmp_path / "s",
+            checkpoint_path=ck,
+        )
+    assert torch.load(ck, weights_only=False)["round"] == 1

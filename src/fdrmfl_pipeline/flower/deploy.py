@@ -1,0 +1,330 @@
+"""Run the federation on a real Flower deployment on this machine (127.0.0.1 only).
+
+    python -m fdrmfl_pipeline.flower.deploy --clients 3 [--env paper_sim_f1] [--params k=v,...]
+
+1. runs ``ingestion`` and ``partitioning`` with ``partitioning.export_clients=true`` so each
+   client's rows land in ``data/03_primary/clients/client_<id>.parquet``;
+2. writes the job (model, loss and federation settings) to ``data/06_models/flower/<run>/job.json``;
+3. starts one ``flower-superlink`` and one ``flower-supernode`` per client, each SuperNode given
+   only its own file (``--node-config data-path=...``), then ``flwr run flower_app``;
+4. saves the final global model and the training history through the Kedro catalog
+   (``global_model``, ``training_history``), so ``kedro run --pipelines regression,evaluation,reporting``
+   (after ``--pipeline training`` is skipped) continues from the result;
+5. stops every process it started (by process group), also when something fails.
+
+``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1`` is always set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+logger = logging.getLogger("fdrmfl_pipeline.flower.deploy")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Processes:
+    """Every process this launcher started, stopped by process group."""
+
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self, name: str, cmd: list[str], log: Path, env: dict) -> subprocess.Popen:
+        fh = log.open("wb")
+        proc = subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        self.procs[name] = proc
+        logger.info("started %s (pid %d): %s", name, proc.pid, " ".join(cmd))
+        return proc
+
+    def kill(self, name: str) -> None:
+        proc = self.procs[name]
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # stragglers and their children
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
+
+    def alive(self) -> list[int]:
+        return [p.pid for p in self.procs.values() if p.poll() is None]
+
+
+def _wait_port(port: int, timeout: float, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the process on port {port} exited early; see {log}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s; see {log}")
+
+
+def _session(project: Path, env: str | None, params: dict):
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    return KedroSession.create(project_path=project, env=env, runtime_params=params)
+
+
+def _parse_params(text: str | None) -> dict:
+    """``a.b=1,c=x`` -> nested dict (values parsed as YAML scalars)."""
+    import yaml
+
+    out: dict = {}
+    for item in filter(None, (text or "").split(",")):
+        key, _, value = item.partition("=")
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def federate_local(
+    project: Path,
+    clients: int,
+    env: str | None = None,
+    params: dict | None = None,
+    round_timeout: float = 120.0,
+    kill_client: tuple[int, int] | None = None,
+    timeout: float = 1800.0,
+) -> Path:
+    """Run the whole deployment; returns the run directory (job, logs, result)."""
+    import pyarrow.parquet as pq
+    import torch
+
+    from fdrmfl_pipeline.core.bundle import make_bundle
+    from fdrmfl_pipeline.core.clientdata import Scaler
+    from fdrmfl_pipeline.core.modalities import from_arrow
+    from fdrmfl_pipeline.flower.job import FlowerJob
+    from fdrmfl_pipeline.pipelines.training.nodes import (
+        federation_config,
+        local_train_config,
+        model_config,
+    )
+
+    project = project.resolve()
+    runtime = _merge(params or {}, {"partitioning": {"n_clients": clients, "export_clients": True}})
+    with _session(project, env, runtime) as session:
+        session.run(pipeline_names=["ingestion", "partitioning"])
+    with _session(project, env, runtime) as session:
+        context = session.load_context()
+        catalog, all_params = context.catalog, context.params
+    training, seed = all_params["training"], all_params["seed"]
+    if training.strategy in ("local", "central"):
+        raise ValueError(f"strategy '{training.strategy}' needs the inprocess engine")
+    clients_dir = project / "data/03_primary/clients"
+    data = from_arrow(pq.read_table(clients_dir / "client_0.parquet"))  # shapes and kinds only
+    names = training.modalities or data.modality_names
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H.%M.%S.%fZ")
+    run_dir = project / "data/06_models/flower" / stamp
+    run_dir.mkdir(parents=True)
+    job = FlowerJob.create(
+        model_config(data, names, training),
+        local_train_config(training),
+        federation_config(training, seed),
+        modalities=list(names),
+        scaling=training.scaling,
+        clients_dir=str(clients_dir),
+        expected_clients=clients,
+        output_dir=str(run_dir),
+        num_threads=training.num_threads,
+        round_timeout=round_timeout,
+        checkpoint_path=str(run_dir / "checkpoint.pt"),
+    )
+    job_path = job.save(run_dir / "job.json")
+
+    bindir = str(Path(sys.executable).parent)
+    env_vars = {
+        **os.environ,
+        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "FLWR_HOME": str(run_dir / "flwr_home"),
+    }
+    link_port = free_port()
+    (run_dir / "flwr_home").mkdir()
+    (run_dir / "flwr_home/config.toml").write_text(
+        f'[superlink]\ndefault = "fdrmfl-local"\n\n[superlink.fdrmfl-local]\n'
+        f'address = "127.0.0.1:{link_port}"\ninsecure = true\n'
+    )
+    procs = Processes()
+    try:
+        link = procs.start(
+            "superlink",
+            [
+                f"{bindir}/flower-superlink",
+                "--insecure",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(link_port),
+                "--disable-runtime-dependency-installation",
+            ],
+            run_dir / "superlink.log",
+            env_vars,
+        )
+        _wait_port(link_port, 60, link, run_dir / "superlink.log")
+        for c in range(clients):
+            port = free_port()
+            node = procs.start(
+                f"supernode-{c}",
+                [
+                    f"{bindir}/flower-supernode",
+                    "--insecure",
+                    "--superlink",
+                    f"127.0.0.1:{link_port}",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--node-config",
+                    f"data-path='{clients_dir / f'client_{c}.parquet'}'",
+                ],
+                run_dir / f"supernode-{c}.log",
+                env_vars,
+            )
+            _wait_port(port, 60, node, run_dir / f"supernode-{c}.log")
+        run = procs.start(
+            "flwr-run",
+            [
+                f"{bindir}/flwr",
+                "run",
+                str(project / "flower_app"),
+                "fdrmfl-local",
+                "--stream",
+                "--run-config",
+                f'job="{job_path}"',
+            ],
+            run_dir / "flwr-run.log",
+            env_vars,
+        )
+        result_path = run_dir / "result.pt"
+        deadline = time.monotonic() + timeout
+        killed = False
+        while not result_path.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no result after {timeout:.0f}s; logs in {run_dir}")
+            if kill_client and not killed and (run_dir / "checkpoint.pt").exists():
+                ck = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+                if ck["round"] >= kill_client[1]:
+                    logger.warning(
+                        "killing supernode-%d after round %d (fault test)",
+                        kill_client[0],
+                        ck["round"],
+                    )
+                    procs.kill(f"supernode-{kill_client[0]}")
+                    killed = True
+            if run.poll() is not None and not result_path.exists():
+                time.sleep(2)  # the result may land just after flwr returns
+                if not result_path.exists():
+                    raise RuntimeError(
+                        "the Flower run ended without a result; "
+                        f"see {run_dir}/flwr-run.log and superlink.log: {_tail(run_dir / 'flwr-run.log')}"
+                    )
+            time.sleep(0.5)
+    finally:
+        procs.stop_all()
+        left = procs.alive()
+        if left:
+            logger.error("processes still alive after cleanup: %s", left)
+    res = torch.load(result_path, weights_only=False)
+    scalers = {int(c): Scaler.from_dict(d) for c, d in res["scalers"].items()}
+    meta = {
+        "engine": "flower-deployment",
+        "strategy": training.strategy,
+        "seed": seed,
+        "best_round": res["best_round"],
+        "rounds_run": res["rounds_run"],
+        "run_dir": str(run_dir),
+    }
+    import pandas as pd
+
+    with _session(project, env, runtime) as session:
+        catalog = session.load_context().catalog
+        catalog.save(
+            "global_model", make_bundle(job.model(), res["global_state"], scalers, {}, meta)
+        )
+        catalog.save(
+            "training_history", pd.DataFrame(res["history"]).assign(strategy=training.strategy)
+        )
+    (run_dir / "summary.json").write_text(json.dumps(meta, indent=2))
+    logger.info("Flower deployment finished: %s", run_dir)
+    return run_dir
+
+
+def _tail(path: Path, n: int = 1500) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--clients", type=int, default=3)
+    ap.add_argument("--env", default=None)
+    ap.add_argument("--params", default=None, help="Kedro runtime params, e.g. training.rounds=3")
+    ap.add_argument("--project", type=Path, default=Path.cwd())
+    ap.add_argument("--round-timeout", type=float, default=120.0)
+    ap.add_argument(
+        "--kill-client", default=None, help=argparse.SUPPRESS
+    )  # "<client>:<after round>"
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+    kill = tuple(int(v) for v in args.kill_client.split(":")) if args.kill_client else None
+    federate_local(
+        args.project, args.clients, args.env, _parse_params(args.params), args.round_timeout, kill
+    )
+
+
+if __name__ == "__main__":
+    main()
