@@ -1,0 +1,150 @@
+"""Wall time of the same training job on the three engines: in-process, Flower simulation (Ray)
+and a real local Flower deployment (SuperLink + one SuperNode per client on 127.0.0.1).
+
+    .venv/bin/python benchmarks/bench_engines.py                  # 3 and 10 clients
+    .venv/bin/python benchmarks/bench_engines.py --clients 3 --rounds 2
+
+Job: reference simulation f1 (2000 train + 500 test), ``paper`` partition, FDRMFL with every
+term, ``--rounds`` rounds x ``--epochs`` local epochs. Needs the flower extra. Prints a table with
+the ratio to in-process and writes ``benchmarks/results/bench_engines.{md,json}``. The deployment
+time includes starting and stopping the SuperLink/SuperNodes; Flower's deployment runtime starts
+a fresh ClientApp process per message (torch imported each time), which dominates it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+logger = logging.getLogger("bench_engines")
+
+
+def _project(tmp: Path) -> Path:
+    shutil.copy(ROOT / "pyproject.toml", tmp)
+    shutil.copytree(ROOT / "conf", tmp / "conf", ignore=shutil.ignore_patterns("local"))
+    (tmp / "conf/local").mkdir()
+    (tmp / "src").mkdir()
+    shutil.copytree(ROOT / "flower_app", tmp / "flower_app")
+    return tmp
+
+
+def bench(clients: int, rounds: int, epochs: int) -> list[dict]:
+    import pyarrow.parquet as pq
+    import torch
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from fdrmfl_pipeline.core.engine import run_federated
+    from fdrmfl_pipeline.flower.deploy import federate_local
+    from fdrmfl_pipeline.flower.simulation import simulate_training
+    from fdrmfl_pipeline.pipelines.training.nodes import (
+        client_data,
+        federation_config,
+        local_train_config,
+        model_config,
+    )
+
+    params = {
+        "training": {"rounds": rounds, "local_epochs": epochs},
+        "partitioning": {"n_clients": clients},
+    }
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        project = _project(Path(tmp))
+        bootstrap_project(project)
+        with KedroSession.create(project_path=project, runtime_params=params) as s:
+            s.run(pipeline_names=["ingestion", "partitioning"])
+        with KedroSession.create(project_path=project, runtime_params=params) as s:
+            ctx = s.load_context()
+            table, assign = (
+                ctx.catalog.load("multimodal_dataset"),
+                ctx.catalog.load("client_assignments"),
+            )
+            training, seed = ctx.params["training"], ctx.params["seed"]
+        torch.set_num_threads(training.num_threads)
+        torch.use_deterministic_algorithms(True)
+        data, names, cl, scalers = client_data(table, assign, training, seed)
+        cfg, local, fed = (
+            model_config(data, names, training),
+            local_train_config(training),
+            federation_config(training, seed),
+        )
+
+        t0 = time.perf_counter()
+        ref = run_federated(cfg, cl, scalers, local, fed)
+        rows.append({"engine": "inprocess", "seconds": time.perf_counter() - t0})
+
+        t0 = time.perf_counter()
+        sim, _ = simulate_training(
+            table, assign, cfg, local, fed, names, training.scaling, Path(tmp) / "sim"
+        )
+        rows.append({"engine": "flower-simulation", "seconds": time.perf_counter() - t0})
+        same_sim = all(
+            torch.equal(ref.global_state[k], sim.global_state[k]) for k in ref.global_state
+        )
+
+        t0 = time.perf_counter()
+        run_dir = federate_local(project, clients, params=params)
+        rows.append({"engine": "flower-deployment", "seconds": time.perf_counter() - t0})
+        dep = torch.load(run_dir / "result.pt", weights_only=False)
+        same_dep = all(
+            torch.equal(ref.global_state[k], dep["global_state"][k]) for k in ref.global_state
+        )
+        del pq
+    base = rows[0]["seconds"]
+    for r in rows:
+        r.update(
+            clients=clients,
+            rounds=rounds,
+            local_epochs=epochs,
+            ratio_vs_inprocess=r["seconds"] / base,
+        )
+    rows[1]["identical_to_inprocess"] = same_sim
+    rows[2]["identical_to_inprocess"] = same_dep
+    rows[0]["identical_to_inprocess"] = True
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--clients", type=int, nargs="*", default=[3, 10])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=1)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    rows = []
+    for k in args.clients:
+        rows.extend(bench(k, args.rounds, args.epochs))
+    lines = [
+        "| clients | engine | seconds | x in-process | identical weights |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['clients']} | {r['engine']} | {r['seconds']:.1f} | {r['ratio_vs_inprocess']:.1f} | "
+            f"{'yes' if r['identical_to_inprocess'] else 'NO'} |"
+        )
+    table = "\n".join(lines)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench_engines.md").write_text(
+        f"# bench_engines\n\nf1 2000/500, paper partition, {args.rounds} rounds x {args.epochs} local epochs, "
+        f"2-core machine\n\n{table}\n"
+    )
+    (RESULTS / "bench_engines.json").write_text(json.dumps(rows, indent=2))
+    sys.stdout.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
