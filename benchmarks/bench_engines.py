@@ -39,7 +39,6 @@ def _project(tmp: Path) -> Path:
 
 
 def bench(clients: int, rounds: int, epochs: int) -> list[dict]:
-    import pyarrow.parquet as pq
     import torch
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
@@ -100,7 +99,6 @@ def bench(clients: int, rounds: int, epochs: int) -> list[dict]:
         same_dep = all(
             torch.equal(ref.global_state[k], dep["global_state"][k]) for k in ref.global_state
         )
-        del pq
     base = rows[0]["seconds"]
     for r in rows:
         r.update(
