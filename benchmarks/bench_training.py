@@ -35,15 +35,20 @@ def run_one(n_clients: int, threads: int, rounds: int, epochs: int, seed: int) -
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     from fdrmfl_pipeline.core import seeding
-    from fdrmfl_pipeline.core.client import LocalTrainConfig, evaluate_mse, model_from_state
+    from fdrmfl_pipeline.core.client import evaluate_mse, model_from_state
     from fdrmfl_pipeline.core.clientdata import build_clients
-    from fdrmfl_pipeline.core.engine import FederationConfig, run_federated
-    from fdrmfl_pipeline.core.model import ModelConfig
+    from fdrmfl_pipeline.core.engine import run_federated
     from fdrmfl_pipeline.core.partition import PartitionOptions, partition
     from fdrmfl_pipeline.core.synthetic import generate_synthetic
     from fdrmfl_pipeline.params import TrainingParams
+    from fdrmfl_pipeline.pipelines.training.nodes import (
+        federation_config,
+        local_train_config,
+        model_config,
+    )
 
-    defaults = TrainingParams()
+    # the project's default training parameters, on the reference protocol
+    params = TrainingParams(rounds=rounds, local_epochs=epochs, batch_size=32)
     data = generate_synthetic("f1", 2000, 500, seed)
     assign = partition(
         data.sample_ids,
@@ -54,27 +59,10 @@ def run_one(n_clients: int, threads: int, rounds: int, epochs: int, seed: int) -
         seeding.rng(seed, "partition"),
     )
     clients, scalers = build_clients(data, assign, data.modality_names, "federated", seed)
-    config = ModelConfig.for_modalities(
-        [(s.name, s.kind, s.shape) for s in data.specs],
-        latent_dim=defaults.latent_dim,
-        hidden_dim=defaults.hidden_dim,
-        head_hidden=defaults.head_hidden,
-        dropout=defaults.dropout,
-    )
-    cfg = LocalTrainConfig(
-        local_epochs=epochs,
-        batch_size=32,
-        lr=defaults.lr,
-        weight_decay=defaults.weight_decay,
-        lambda_mi=defaults.lambda_mi,
-        lambda_kl=defaults.lambda_kl,
-        lambda_con=defaults.lambda_con,
-        tau=defaults.tau,
-    )
+    config = model_config(data, data.modality_names, params)
+    cfg = local_train_config(params)
     t0 = time.perf_counter()
-    res = run_federated(
-        config, clients, scalers, cfg, FederationConfig(strategy="fdrmfl", rounds=rounds, seed=seed)
-    )
+    res = run_federated(config, clients, scalers, cfg, federation_config(params, seed))
     wall = time.perf_counter() - t0
     model = model_from_state(config, res.global_state)
     test_mse = [

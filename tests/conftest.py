@@ -29,16 +29,41 @@ def corn_dir() -> Path:
     return SHARED_CORN
 
 
-@pytest.fixture
-def tmp_project(tmp_path: Path) -> Path:
-    """A copy of the project's configuration in a temp dir: runs never touch the real data/."""
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    shutil.copytree(
-        PROJECT_ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local")
-    )
-    (tmp_path / "conf" / "local").mkdir()
-    (tmp_path / "src").mkdir()
-    raw = tmp_path / "data" / "01_raw" / "tecator"
+def make_project(root: Path, flower_app: bool = False) -> Path:
+    """A copy of the project's configuration (and the committed Tecator data) in ``root``:
+    Kedro runs there never touch the real data/ folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", root / "pyproject.toml")
+    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir()
+    (root / "src").mkdir()
+    raw = root / "data" / "01_raw" / "tecator"
     raw.mkdir(parents=True)
     shutil.copy(TECATOR_CSV, raw / "tecator.csv")
-    return tmp_path
+    if flower_app:
+        shutil.copytree(PROJECT_ROOT / "flower_app", root / "flower_app")
+    return root
+
+
+def run_session(
+    project: Path, pipelines=None, params: dict | None = None, env: str | None = None
+) -> None:
+    """``kedro run`` of ``pipelines`` (all: None) in ``project`` with nested runtime params."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, env=env, runtime_params=params or {}) as s:
+        s.run(pipeline_names=list(pipelines) if pipelines else None)
+
+
+def latest(project: Path, rel: str) -> Path:
+    """The newest version's file of a versioned dataset at ``rel``."""
+    files = sorted((project / rel).glob("*/*"))
+    assert files, f"nothing written under {rel}"
+    return files[-1]
+
+
+@pytest.fixture
+def tmp_project(tmp_path: Path) -> Path:
+    return make_project(tmp_path / "project")

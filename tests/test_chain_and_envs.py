@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 
 import pandas as pd
 import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
-from .conftest import PROJECT_ROOT, SHARED_CORN, TECATOR_CSV
+from .conftest import PROJECT_ROOT, SHARED_CORN, latest, make_project, run_session
 
 ENVS = sorted(p.name for p in (PROJECT_ROOT / "conf").iterdir() if p.name.startswith("paper_"))
 QUICK = {
@@ -19,27 +17,6 @@ QUICK = {
     "training": {"rounds": 1, "local_epochs": 1, "hidden_dim": 8, "latent_dim": 3},
     "baselines": {"vae_epochs": 2},
 }
-
-
-def _project(root: Path) -> Path:
-    root.mkdir(parents=True)
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", root)
-    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf/local").mkdir()
-    (root / "src").mkdir()
-    (root / "data/01_raw/tecator").mkdir(parents=True)
-    shutil.copy(TECATOR_CSV, root / "data/01_raw/tecator/tecator.csv")
-    return root
-
-
-def _run(project: Path, env: str | None, params: dict) -> None:
-    bootstrap_project(project)
-    with KedroSession.create(project_path=project, env=env, runtime_params=params) as s:
-        s.run()
-
-
-def _latest(project: Path, rel: str) -> Path:
-    return sorted((project / rel).glob("*/*"))[-1]
 
 
 def test_there_is_an_environment_per_paper_protocol():
@@ -62,9 +39,9 @@ def test_paper_environment_runs_end_to_end_quick(tmp_path, env):
         if not (SHARED_CORN / "corn_m5.csv").exists():
             pytest.skip(f"corn data not found at {SHARED_CORN} (it is never committed)")
         params = {**params, "paths": {"corn_dir": str(SHARED_CORN)}}
-    project = _project(tmp_path / "p")
-    _run(project, env, params)
-    metrics = pd.read_parquet(_latest(project, "data/08_reporting/evaluation_metrics.parquet"))
+    project = make_project(tmp_path / "p")
+    run_session(project, None, params, env=env)
+    metrics = pd.read_parquet(latest(project, "data/08_reporting/evaluation_metrics.parquet"))
     assert set(metrics["experiment"]) == {env}
     test = metrics[(metrics["split"] == "test") & (metrics["scope"] == "client")]
     assert {"fdrmfl", "pca90", "pls", "mean"} <= set(test["method"])
@@ -77,14 +54,14 @@ def test_default_chain_report_and_notebook(tmp_path):
     nbformat = pytest.importorskip("nbformat")
     from nbclient import NotebookClient
 
-    project = _project(tmp_path / "p")
-    _run(project, None, QUICK)
+    project = make_project(tmp_path / "p")
+    run_session(project, None, QUICK, env=None)
     report = (project / "data/08_reporting/report.html").read_text()
     assert report.count("data:image/png;base64,") == 4
     assert "class='best'" in report and "Parameters" in report
     for fig in ("loss_curves", "pred_vs_actual", "metric_bars", "z_projection", "client_targets"):
         assert (project / f"data/08_reporting/{fig}.png").stat().st_size > 5000
-    preds = pd.read_parquet(_latest(project, "data/07_model_output/predictions.parquet"))
+    preds = pd.read_parquet(latest(project, "data/07_model_output/predictions.parquet"))
     assert list(preds.columns) == [
         "sample_id",
         "client",
@@ -119,7 +96,7 @@ def test_default_chain_report_and_notebook(tmp_path):
 
 
 def test_environments_override_single_parameters_and_keep_the_rest(tmp_path):
-    project = _project(tmp_path / "p")
+    project = make_project(tmp_path / "p")
     base = project / "conf/base/parameters_training.yml"
     base.write_text(base.read_text().replace("lambda_mi: 0.1 ", "lambda_mi: 0.123 "))
     bootstrap_project(project)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,10 +10,8 @@ import torch
 
 pytest.importorskip("flwr", reason="the flower extra is not installed (pip install -e '.[flower]')")
 
-from kedro.framework.session import KedroSession  # noqa: E402
-from kedro.framework.startup import bootstrap_project  # noqa: E402
 
-from .conftest import PROJECT_ROOT  # noqa: E402
+from .conftest import make_project, run_session  # noqa: E402
 
 pytestmark = pytest.mark.flower
 
@@ -30,21 +27,6 @@ SMALL = {
 }
 
 
-def _project(root: Path) -> Path:
-    root.mkdir()
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", root)
-    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf/local").mkdir()
-    (root / "src").mkdir()
-    return root
-
-
-def _run(project: Path, params: dict, pipelines):
-    bootstrap_project(project)
-    with KedroSession.create(project_path=project, runtime_params=params) as s:
-        s.run(pipeline_names=list(pipelines))
-
-
 def _bundle(project: Path) -> dict:
     return torch.load(
         sorted((project / "data/06_models/global_model.pt").glob("*/*"))[-1], weights_only=True
@@ -54,14 +36,14 @@ def _bundle(project: Path) -> dict:
 def test_flower_simulation_is_bit_identical_to_inprocess(tmp_path):
     import pandas as pd
 
-    project = _project(tmp_path / "p")
-    _run(project, SMALL, ["ingestion", "partitioning", "training"])
+    project = make_project(tmp_path / "p")
+    run_session(project, ["ingestion", "partitioning", "training"], SMALL)
     inproc = _bundle(project)
     h_in = pd.read_parquet(
         sorted((project / "data/07_model_output/training_history.parquet").glob("*/*"))[-1]
     )
     flower = {**SMALL, "training": {**SMALL["training"], "engine": "flower-simulation"}}
-    _run(project, flower, ["training"])
+    run_session(project, ["training"], flower)
     sim = _bundle(project)
     h_sim = pd.read_parquet(
         sorted((project / "data/07_model_output/training_history.parquet").glob("*/*"))[-1]
@@ -150,8 +132,7 @@ def _no_flower_processes_left(run_dir_marker: str) -> None:
 def test_local_deployment_with_two_supernodes_matches_inprocess(tmp_path):
     import yaml
 
-    project = _project(tmp_path / "p")
-    shutil.copytree(PROJECT_ROOT / "flower_app", project / "flower_app")
+    project = make_project(tmp_path / "p", flower_app=True)
     proc = _deploy(project, 2, ["--round-timeout", "120"])
     assert proc.returncode == 0, proc.stderr[-4000:]
     deployed = _bundle(project)
@@ -172,13 +153,13 @@ def test_local_deployment_with_two_supernodes_matches_inprocess(tmp_path):
             node = node.setdefault(p, {})
         node[leaf] = yaml.safe_load(value)
     nested["partitioning"] = {"n_clients": 2}
-    _run(project, nested, ["training"])
+    run_session(project, ["training"], nested)
     inproc = _bundle(project)
     for k in inproc["state_dict"]:
         assert torch.equal(inproc["state_dict"][k], deployed["state_dict"][k]), k
     # the catalog continues from the deployment's result
     nested["baselines"] = {"extractors": ["pca_d"], "regressors": ["ridge"]}
-    _run(project, nested, ["regression", "baselines", "evaluation"])
+    run_session(project, ["regression", "baselines", "evaluation"], nested)
     assert sorted((project / "data/08_reporting/evaluation_metrics.parquet").glob("*/*"))
 
 
@@ -190,8 +171,7 @@ def json_meta(bundle: dict) -> dict:
 
 @pytest.mark.slow
 def test_killed_supernode_round_completes_with_the_others(tmp_path):
-    project = _project(tmp_path / "p")
-    shutil.copytree(PROJECT_ROOT / "flower_app", project / "flower_app")
+    project = make_project(tmp_path / "p", flower_app=True)
     params = (
         DEPLOY_PARAMS.replace("training.rounds=2", "training.rounds=3") + ",training.min_clients=2"
     )

@@ -10,58 +10,38 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
 
 from fdrmfl_pipeline.core.modalities import from_arrow
 
-SMALL_SYNTHETIC = {"ingestion": {"synthetic": {"n_train": 120, "n_test": 30}}}
+from .conftest import latest, make_project, run_session
 
 
 def _run(project: Path, pipelines=("ingestion", "partitioning"), params=None, env=None):
-    bootstrap_project(project)
-    with KedroSession.create(project_path=project, env=env, runtime_params=params or {}) as s:
-        s.run(pipeline_names=list(pipelines))
+    run_session(project, pipelines, params, env)
 
 
-def _latest(project: Path, rel: str) -> Path:
-    files = sorted((project / rel).glob("*/*"))
-    assert files, f"nothing written under {rel}"
-    return files[-1]
+SMALL_SYNTHETIC = {"ingestion": {"synthetic": {"n_train": 120, "n_test": 30}}}
 
 
 def test_ingestion_and_partitioning_run_in_a_session(tmp_project):
     _run(tmp_project, params=SMALL_SYNTHETIC)
     data = from_arrow(
-        pq.read_table(_latest(tmp_project, "data/02_intermediate/multimodal_dataset.parquet"))
+        pq.read_table(latest(tmp_project, "data/02_intermediate/multimodal_dataset.parquet"))
     )
     assert data.n == 150 and data.arrays["image"].shape == (150, 3, 32, 32)
-    assign = pd.read_parquet(_latest(tmp_project, "data/03_primary/client_assignments.parquet"))
+    assign = pd.read_parquet(latest(tmp_project, "data/03_primary/client_assignments.parquet"))
     assert len(assign) == 150 and assign["sample_id"].is_unique
-    summary = pd.read_parquet(_latest(tmp_project, "data/08_reporting/partition_summary.parquet"))
+    summary = pd.read_parquet(latest(tmp_project, "data/08_reporting/partition_summary.parquet"))
     assert summary["n"].sum() == 150 and set(summary["client"]) == {0, 1, 2}
     assert (tmp_project / "data/08_reporting/client_targets.png").stat().st_size > 1000
 
 
 def test_same_seed_same_artifacts_other_seed_other_artifacts(tmp_path):
-    import shutil
-
-    from .conftest import PROJECT_ROOT
-
-    def fresh(name):
-        p = tmp_path / name
-        p.mkdir()
-        shutil.copy(PROJECT_ROOT / "pyproject.toml", p)
-        shutil.copytree(PROJECT_ROOT / "conf", p / "conf", ignore=shutil.ignore_patterns("local"))
-        (p / "conf/local").mkdir()
-        (p / "src").mkdir()
-        return p
-
     outs = []
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
-        p = fresh(name)
+        p = make_project(tmp_path / name)
         _run(p, params={**SMALL_SYNTHETIC, "seed": seed, "partitioning": {"scheme": "dirichlet"}})
-        outs.append(pd.read_parquet(_latest(p, "data/03_primary/client_assignments.parquet")))
+        outs.append(pd.read_parquet(latest(p, "data/03_primary/client_assignments.parquet")))
     pd.testing.assert_frame_equal(outs[0], outs[1])
     assert not outs[0].equals(outs[2])
 
@@ -74,7 +54,7 @@ def test_tecator_source_with_standard_split(tmp_project):
             "partitioning": {"scheme": "iid", "n_clients": 2},
         },
     )
-    assign = pd.read_parquet(_latest(tmp_project, "data/03_primary/client_assignments.parquet"))
+    assign = pd.read_parquet(latest(tmp_project, "data/03_primary/client_assignments.parquet"))
     test_ids = set(assign.loc[assign["split"] == "test", "sample_id"])
     assert test_ids == {f"tecator_{i:03d}" for i in range(173, 216)}
 
@@ -89,7 +69,7 @@ def test_corn_source_from_a_configured_directory(tmp_project, corn_dir):
         },
     )
     data = from_arrow(
-        pq.read_table(_latest(tmp_project, "data/02_intermediate/multimodal_dataset.parquet"))
+        pq.read_table(latest(tmp_project, "data/02_intermediate/multimodal_dataset.parquet"))
     )
     assert data.n == 80 and data.modality_names == ["mp6"]
     assert not (tmp_project / "data/01_raw/corn").exists()
@@ -115,7 +95,7 @@ def test_bad_input_fails_and_writes_nothing(tmp_project):
 
 def test_bad_input_keeps_earlier_versions_intact(tmp_project):
     _run(tmp_project, pipelines=("ingestion",), params=SMALL_SYNTHETIC)
-    first = _latest(tmp_project, "data/02_intermediate/multimodal_dataset.parquet")
+    first = latest(tmp_project, "data/02_intermediate/multimodal_dataset.parquet")
     before = first.read_bytes()
     with pytest.raises(Exception, match="input file not found"):
         _run(

@@ -2,44 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pandas as pd
 import pytest
 import torch
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
 
 from fdrmfl_pipeline.core.bundle import load_model
 from fdrmfl_pipeline.datasets import TorchModelDataset
 from fdrmfl_pipeline.errors import ConfigError
 
-from .conftest import PROJECT_ROOT
+from .conftest import latest, make_project, run_session
 
+TRAIN_CHAIN = ("ingestion", "partitioning", "training")
 SMALL = {
     "ingestion": {"synthetic": {"n_train": 150, "n_test": 45}},
     "training": {"rounds": 2, "local_epochs": 1, "latent_dim": 4, "hidden_dim": 16},
 }
-
-
-def _project(root: Path) -> Path:
-    root.mkdir()
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", root)
-    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf/local").mkdir()
-    (root / "src").mkdir()
-    return root
-
-
-def _run(project: Path, params: dict, pipelines=("ingestion", "partitioning", "training")):
-    bootstrap_project(project)
-    with KedroSession.create(project_path=project, runtime_params=params) as s:
-        s.run(pipeline_names=list(pipelines))
-
-
-def _latest(project: Path, rel: str) -> Path:
-    return sorted((project / rel).glob("*/*"))[-1]
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -50,10 +27,10 @@ def _merge(a: dict, b: dict) -> dict:
 
 
 def test_training_pipeline_outputs_and_determinism(tmp_path):
-    p1, p2 = _project(tmp_path / "a"), _project(tmp_path / "b")
-    _run(p1, SMALL)
-    _run(p2, SMALL)
-    history = pd.read_parquet(_latest(p1, "data/07_model_output/training_history.parquet"))
+    p1, p2 = make_project(tmp_path / "a"), make_project(tmp_path / "b")
+    run_session(p1, TRAIN_CHAIN, SMALL)
+    run_session(p2, TRAIN_CHAIN, SMALL)
+    history = pd.read_parquet(latest(p1, "data/07_model_output/training_history.parquet"))
     assert len(history) == 2 * 3  # (round, client)
     for col in (
         "round",
@@ -68,29 +45,29 @@ def test_training_pipeline_outputs_and_determinism(tmp_path):
         "seconds",
     ):
         assert col in history.columns
-    feats = pd.read_parquet(_latest(p1, "data/04_feature/extracted_features.parquet"))
+    feats = pd.read_parquet(latest(p1, "data/04_feature/extracted_features.parquet"))
     assert len(feats) == 195 and feats["sample_id"].is_unique
     assert [c for c in feats.columns if c.startswith("z_")] == ["z_0", "z_1", "z_2", "z_3"]
     assert set(feats["split"]) == {"train", "val", "test"}
     # the bundle is weights + JSON only: it loads with weights_only=True and rebuilds the model
-    bundle = torch.load(_latest(p1, "data/06_models/global_model.pt"), weights_only=True)
+    bundle = torch.load(latest(p1, "data/06_models/global_model.pt"), weights_only=True)
     model, scalers = load_model(bundle)
     assert model.config.latent_dim == 4 and sorted(scalers) == [0, 1, 2]
     assert (p1 / "data/06_models/checkpoints/fdrmfl.pt").exists()
     # same seed -> bit-identical model and identical metrics
-    b2 = TorchModelDataset(str(_latest(p2, "data/06_models/global_model.pt"))).load()
+    b2 = TorchModelDataset(str(latest(p2, "data/06_models/global_model.pt"))).load()
     assert all(
         torch.equal(bundle["state_dict"][k], b2["state_dict"][k]) for k in bundle["state_dict"]
     )
-    h2 = pd.read_parquet(_latest(p2, "data/07_model_output/training_history.parquet"))
+    h2 = pd.read_parquet(latest(p2, "data/07_model_output/training_history.parquet"))
     pd.testing.assert_frame_equal(history.drop(columns="seconds"), h2.drop(columns="seconds"))
 
 
 def test_resume_after_a_completed_run_changes_nothing(tmp_path):
-    p = _project(tmp_path / "a")
-    _run(p, SMALL)
-    first = torch.load(_latest(p, "data/06_models/global_model.pt"), weights_only=True)
-    _run(p, _merge(SMALL, {"training": {"resume": True}}), pipelines=("training",))
+    p = make_project(tmp_path / "a")
+    run_session(p, TRAIN_CHAIN, SMALL)
+    first = torch.load(latest(p, "data/06_models/global_model.pt"), weights_only=True)
+    run_session(p, ["training"], _merge(SMALL, {"training": {"resume": True}}))
     versions = sorted((p / "data/06_models/global_model.pt").glob("*/*"))
     again = torch.load(versions[-1], weights_only=True)
     assert len(versions) == 2
@@ -111,14 +88,14 @@ def test_resume_after_a_completed_run_changes_nothing(tmp_path):
 def test_bad_training_parameters_fail_before_any_node(tmp_path, training, needle):
     from kedro.validation import ParameterValidationError
 
-    p = _project(tmp_path / "a")
+    p = make_project(tmp_path / "a")
     with pytest.raises(ParameterValidationError, match=needle):
-        _run(p, _merge(SMALL, {"training": training}))
+        run_session(p, TRAIN_CHAIN, _merge(SMALL, {"training": training}))
     assert not (p / "data/02_intermediate/multimodal_dataset.parquet").exists()
 
 
 def test_unknown_modality_fails_before_training(tmp_path):
-    p = _project(tmp_path / "a")
+    p = make_project(tmp_path / "a")
     with pytest.raises(ConfigError, match=r"training\.modalities.*'audio'"):
-        _run(p, _merge(SMALL, {"training": {"modalities": ["image", "audio"]}}))
+        run_session(p, TRAIN_CHAIN, _merge(SMALL, {"training": {"modalities": ["image", "audio"]}}))
     assert not (p / "data/06_models/checkpoints/fdrmfl.pt").exists()

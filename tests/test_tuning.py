@@ -62,9 +62,9 @@ def test_malformed_search_space_fails_before_any_trial(tmp_path):
     from kedro.framework.startup import bootstrap_project
     from kedro.validation import ParameterValidationError
 
-    from .test_chain_and_envs import _project
+    from .conftest import make_project
 
-    project = _project(tmp_path / "p")
+    project = make_project(tmp_path / "p")
     bootstrap_project(project)
     bad = {
         "tuning": {"search_space": {"lr": {"type": "float", "low": -1.0, "high": 1.0, "log": True}}}
