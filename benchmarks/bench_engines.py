@@ -38,6 +38,17 @@ def _project(tmp: Path) -> Path:
     return tmp
 
 
+def _typed(training):
+    """Kedro hands a validated TrainingParams, or the raw dict when the context skipped validation."""
+    from fdrmfl_pipeline.params import TrainingParams
+
+    return (
+        training
+        if isinstance(training, TrainingParams)
+        else TrainingParams.model_validate(dict(training))
+    )
+
+
 def bench(clients: int, rounds: int, epochs: int) -> list[dict]:
     import torch
     from kedro.framework.session import KedroSession
@@ -69,7 +80,7 @@ def bench(clients: int, rounds: int, epochs: int) -> list[dict]:
                 ctx.catalog.load("multimodal_dataset"),
                 ctx.catalog.load("client_assignments"),
             )
-            training, seed = ctx.params["training"], ctx.params["seed"]
+            training, seed = _typed(ctx.params["training"]), ctx.params["seed"]
         torch.set_num_threads(training.num_threads)
         torch.use_deterministic_algorithms(True)
         data, names, cl, scalers = client_data(table, assign, training, seed)

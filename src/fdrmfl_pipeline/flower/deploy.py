@@ -143,6 +143,7 @@ def federate_local(
     from fdrmfl_pipeline.core.clientdata import Scaler
     from fdrmfl_pipeline.core.modalities import from_arrow
     from fdrmfl_pipeline.flower.job import FlowerJob
+    from fdrmfl_pipeline.params import TrainingParams
     from fdrmfl_pipeline.pipelines.training.nodes import (
         federation_config,
         local_train_config,
@@ -156,7 +157,12 @@ def federate_local(
     with _session(project, env, runtime) as session:
         context = session.load_context()
         catalog, all_params = context.catalog, context.params
-    training, seed = all_params["training"], all_params["seed"]
+    training, seed = (
+        TrainingParams.model_validate(dict(all_params["training"]))
+        if isinstance(all_params["training"], dict)
+        else all_params["training"],
+        all_params["seed"],
+    )
     if training.strategy in ("local", "central"):
         raise ValueError(f"strategy '{training.strategy}' needs the inprocess engine")
     clients_dir = project / "data/03_primary/clients"
