@@ -177,9 +177,7 @@ def specs_from_schema(schema: pa.Schema) -> tuple[ModalitySpec, ...]:
 
 def modality_array(table: pa.Table, spec: ModalitySpec) -> np.ndarray:
     """One modality as ``float32`` ``(n, *shape)`` straight from the Arrow buffers (no row loop)."""
-    col = table.column(spec.name).combine_chunks()
-    if isinstance(col, pa.ChunkedArray):  # empty table
-        col = pa.concat_arrays(col.chunks) if col.num_chunks else pa.array([], col.type)
+    col = table.column(spec.name).combine_chunks()  # one contiguous Arrow array
     if col.null_count:
         raise NonFiniteValueError(f"modality '{spec.name}' has {col.null_count} null row(s)")
     if not pa.types.is_fixed_size_list(col.type) or col.type.list_size != spec.size:
