@@ -175,7 +175,7 @@ def test_killed_supernode_round_completes_with_the_others(tmp_path):
     params = (
         DEPLOY_PARAMS.replace("training.rounds=2", "training.rounds=3") + ",training.min_clients=2"
     )
-    proc = _deploy(project, 3, ["--round-timeout", "10", "--kill-client", "2:1"], params=params)
+    proc = _deploy(project, 3, ["--round-timeout", "45", "--kill-client", "2:1"], params=params)
     assert proc.returncode == 0, proc.stderr[-4000:]
     import pandas as pd
 

@@ -213,6 +213,7 @@ class FlowerRunner:
         self.node_of: dict[int, int] = {}
         self.sizes: dict[int, int] = {}
         self.scalers: dict[int, Scaler] = {}
+        self.silent: set[int] = set()  # clients that did not answer this round's training
 
     def connect(self) -> None:
         """Wait for the expected SuperNodes, learn each one's client id and its statistics."""
@@ -229,7 +230,7 @@ class FlowerRunner:
             )
         msgs = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in nodes]
         stats: dict[int, SufficientStats] = {}
-        for reply in self.grid.send_and_receive(msgs, timeout=self.job.round_timeout):
+        for reply in self.grid.send_and_receive(msgs, timeout=self.job.connect_timeout):
             if reply.has_error():
                 raise RuntimeError(f"a SuperNode failed to describe its data: {reply.error}")
             info = reply.content.metric_records["info"]
@@ -239,6 +240,11 @@ class FlowerRunner:
             self.node_of[cid] = reply.metadata.src_node_id
             self.sizes[cid] = int(info["n-train"])
             stats[cid] = _record_stats(reply.content.array_records["stats"])
+        if len(stats) < self.job.expected_clients:
+            raise RuntimeError(
+                f"only {len(stats)} of {self.job.expected_clients} SuperNodes described their data within "
+                f"{self.job.connect_timeout:.0f}s (clients {sorted(stats)})"
+            )
         shapes = {m.name: m.shape for m in self.job.model().modalities}
         if self.job.scaling == "federated":
             shared = federated_scaler(stats, shapes)
@@ -293,6 +299,7 @@ class FlowerRunner:
             for c, s in jobs.items()
         }
         replies, failures = self._exchange("train", contents, round_)
+        self.silent = set(failures)  # not asked to evaluate this round (they would time out again)
         updates = []
         for c in sorted(replies):
             m = replies[c].content.metric_records["metrics"]
@@ -311,6 +318,7 @@ class FlowerRunner:
         contents = {
             c: RecordDict({"global": _state_record(s), "scaler": _scaler_record(self.scalers[c])})
             for c, s in states.items()
+            if c not in self.silent
         }
         replies, failures = self._exchange("evaluate", contents, 0)
         for c, why in failures.items():
