@@ -11,7 +11,11 @@ from kedro.framework.startup import bootstrap_project
 
 from .conftest import PROJECT_ROOT, SHARED_CORN, latest, make_project, run_session
 
-ENVS = sorted(p.name for p in (PROJECT_ROOT / "conf").iterdir() if p.name.startswith("paper_"))
+ENVS = sorted(
+    p.name
+    for p in (PROJECT_ROOT / "conf").iterdir()
+    if p.name.startswith(("paper_", "tecator_standard_"))
+)
 QUICK = {
     "ingestion": {"synthetic": {"n_train": 150, "n_test": 45}},
     "training": {"rounds": 1, "local_epochs": 1, "hidden_dim": 8, "latent_dim": 3},
