@@ -97,44 +97,52 @@ class CNN2dEncoder(Encoder):
         return self.out(self.conv(x))
 
 
-class Conv1dAttnEncoder(Encoder):
-    """sequence (T, F) -> 1-D conv over steps, attention pooling over steps."""
+class _StepAttentionEncoder(Encoder):
+    """sequence (T, F): per-step features (``steps``), LayerNorm, attention pooling over steps."""
 
     def __init__(self, shape, hidden, latent_dim, dropout=0.1, linear_path=True):
         super().__init__(shape, hidden, latent_dim, linear_path)
-        feat = shape[-1] if len(shape) == 2 else 1
-        self.conv = nn.Sequential(
-            nn.Conv1d(feat, hidden, 3, padding=1),
-            nn.GELU(),
-            nn.Conv1d(hidden, hidden, 3, padding=1),
-        )
+        self.features = shape[-1] if len(shape) == 2 else 1
         self.norm = nn.LayerNorm(hidden)
         self.score = nn.Linear(hidden, 1)
         self.drop = nn.Dropout(dropout)
 
+    def steps(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def body(self, x):
         if x.dim() == 2:
             x = x.unsqueeze(-1)
-        h = self.norm(self.conv(x.transpose(1, 2)).transpose(1, 2))  # (B, T, hidden)
+        h = self.norm(self.steps(x))  # (B, T, hidden)
         w = torch.softmax(self.score(torch.tanh(h)), dim=1)  # attention over steps
         return self.drop((w * h).sum(dim=1))
 
 
-class GRUAttnEncoder(Conv1dAttnEncoder):
+class Conv1dAttnEncoder(_StepAttentionEncoder):
+    """sequence (T, F) -> 1-D conv over steps, attention pooling over steps."""
+
+    def __init__(self, shape, hidden, latent_dim, dropout=0.1, linear_path=True):
+        super().__init__(shape, hidden, latent_dim, dropout, linear_path)
+        self.conv = nn.Sequential(
+            nn.Conv1d(self.features, hidden, 3, padding=1),
+            nn.GELU(),
+            nn.Conv1d(hidden, hidden, 3, padding=1),
+        )
+
+    def steps(self, x):
+        return self.conv(x.transpose(1, 2)).transpose(1, 2)
+
+
+class GRUAttnEncoder(_StepAttentionEncoder):
     """sequence (T, F) -> bidirectional GRU, attention pooling over steps."""
 
     def __init__(self, shape, hidden, latent_dim, dropout=0.1, linear_path=True):
         super().__init__(shape, hidden, latent_dim, dropout, linear_path)
-        feat = shape[-1] if len(shape) == 2 else 1
-        self.conv = None
-        self.gru = nn.GRU(feat, hidden // 2, batch_first=True, bidirectional=True)
+        self.gru = nn.GRU(self.features, hidden, batch_first=True, bidirectional=True)
+        self.merge = nn.Linear(2 * hidden, hidden)
 
-    def body(self, x):
-        if x.dim() == 2:
-            x = x.unsqueeze(-1)
-        h = self.norm(self.gru(x)[0])
-        w = torch.softmax(self.score(torch.tanh(h)), dim=1)
-        return self.drop((w * h).sum(dim=1))
+    def steps(self, x):
+        return self.merge(self.gru(x)[0])
 
 
 class CNN1dEncoder(Encoder):
