@@ -176,8 +176,9 @@ def test_only_weights_counts_and_scalar_metrics_cross_to_the_server():
         for v in upd.state.values():
             flat = v.reshape(-1)
             for arr in raw:  # no row (or column) of the client's data appears verbatim
-                if arr.shape[1] == flat.numel() or arr.shape[0] == flat.numel():
+                if arr.shape[1] == flat.numel():
                     assert not any(np.allclose(flat.numpy(), row) for row in arr)
+                if arr.shape[0] == flat.numel():
                     assert not any(np.allclose(flat.numpy(), col) for col in arr.T)
 
 
@@ -235,7 +236,7 @@ def test_lambda_mi_raises_held_out_mutual_information():
                 clients,
                 scalers,
                 cfg,
-                FederationConfig(strategy="fdrmfl", rounds=5, seed=seed),
+                FederationConfig(strategy="fdrmfl", rounds=8, seed=seed),
             )
             model = model_from_state(config, res.global_state)
             z = np.concatenate([predict(model, clients[c].splits["test"])[0] for c in clients])

@@ -200,7 +200,14 @@ class TrainingParams(_Strict):
     head_hidden: int = Field(32, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     linear_path: bool = True
-    rounds: int = Field(5, ge=1)
+    warm_start: Literal["none", "pls"] = Field(
+        "none",
+        description="pls: start the linear paths and head at a federated PLS fit (aggregates only)",
+    )
+    pls_components: int | None = Field(
+        None, ge=1, description="PLS components for the warm start; null: chosen on val"
+    )
+    rounds: int = Field(5, ge=0, description="0: only the warm start (needs warm_start != none)")
     local_epochs: int = Field(3, ge=1)
     batch_size: int = Field(32, ge=2)
     optimizer: Literal["adam", "adamw"] = "adamw"
@@ -217,6 +224,7 @@ class TrainingParams(_Strict):
     lambda_con: float = Field(0.1, ge=0.0)
     tau: float = Field(0.5, gt=0.0)
     prox_mu: float = Field(0.01, ge=0.0)
+    lambda_l1: float = Field(0.0, ge=0.0, description="L1 on the encoders' linear paths")
     scaling: Literal["federated", "local"] = "federated"
     early_stopping: EarlyStoppingParams = EarlyStoppingParams()
     resume: bool = False
@@ -228,6 +236,21 @@ class TrainingParams(_Strict):
             raise ValueError(
                 f"strategy '{self.strategy}' runs on the inprocess engine only (engine='{self.engine}')"
             )
+        if self.rounds == 0 and self.warm_start == "none":
+            raise ValueError("training.rounds=0 trains nothing: it needs training.warm_start: pls")
+        if self.warm_start == "pls":
+            if self.engine != "inprocess":
+                raise ValueError(
+                    f"training.warm_start='pls' runs on the inprocess engine only for now "
+                    f"(engine='{self.engine}'); set training.warm_start: none"
+                )
+            if not self.linear_path:
+                raise ValueError("training.warm_start='pls' needs training.linear_path: true")
+            if self.pls_components is not None and self.pls_components > self.latent_dim:
+                raise ValueError(
+                    f"training.pls_components={self.pls_components} exceeds "
+                    f"training.latent_dim={self.latent_dim}"
+                )
         return self
 
 
@@ -253,6 +276,11 @@ class BaselinesParams(_Strict):
         description="for raw inputs (RF on thousands of columns is slow)",
     )
     include_mean: bool = True
+    pooled_regressors: list[RegressorName] = Field(
+        default_factory=list,
+        description="anchors fitted on the raw inputs of all clients pooled (method 'raw_pooled'): "
+        "they need the data in one place, so they are bars to compare with, not federated methods",
+    )
     vae_epochs: int = Field(80, ge=1)
 
 

@@ -13,7 +13,7 @@ from fdrmfl_pipeline.core.clientdata import ClientData, SplitArrays
 from fdrmfl_pipeline.core.model import FDRMFLModel, ModelConfig, build_model
 
 State = dict[str, torch.Tensor]
-LOSS_TERMS = ("mse", "mi", "skl", "con", "prox")
+LOSS_TERMS = ("mse", "mi", "skl", "con", "prox", "l1")
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class LocalTrainConfig:
     lambda_con: float = 0.0
     tau: float = 0.5
     prox_mu: float = 0.0
+    lambda_l1: float = 0.0  # L1 on the encoders' linear paths (sparse projections)
 
 
 @dataclass
@@ -113,6 +114,9 @@ def local_update(
                     z_prev = frozen_prev(x, mask, sample=False).z
                 terms["con"] = losses.moon_contrastive(out.z, z_glob, z_prev, cfg.tau)
                 loss = loss + cfg.lambda_con * terms["con"]
+            if cfg.lambda_l1 > 0:
+                terms["l1"] = losses.l1_linear_paths(model)
+                loss = loss + cfg.lambda_l1 * terms["l1"]
             if global_params is not None:
                 terms["prox"] = losses.proximal(list(model.parameters()), global_params)
                 loss = loss + 0.5 * cfg.prox_mu * terms["prox"]

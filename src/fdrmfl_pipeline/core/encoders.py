@@ -36,22 +36,27 @@ class _GaussianHead(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Base: ``body`` (kind-specific, nonlinear) + optional linear path -> Gaussian head."""
+    """Base: ``body`` (kind-specific, nonlinear) -> Gaussian head, plus an optional linear path
+    from the flattened input straight to the latent mean (``mu = head(body(x)) + W x + b``).
+
+    The linear path maps to the latent space directly so it can hold any linear projection, for
+    instance a federated PLS warm start (:func:`fdrmfl_pipeline.core.model.warm_start_linear`).
+    """
 
     def __init__(self, shape: tuple[int, ...], hidden: int, latent_dim: int, linear_path: bool):
         super().__init__()
         self.shape = tuple(shape)
-        self.linear = nn.Linear(prod(shape), hidden) if linear_path else None
+        self.linear = nn.Linear(prod(shape), latent_dim) if linear_path else None
         self.head = _GaussianHead(hidden, latent_dim)
 
     def body(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.body(x)
+        mu, logvar = self.head(self.body(x))
         if self.linear is not None:
-            h = h + self.linear(x.flatten(1))
-        return self.head(h)
+            mu = mu + self.linear(x.flatten(1))
+        return mu, logvar
 
 
 class MLPEncoder(Encoder):

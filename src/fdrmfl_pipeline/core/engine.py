@@ -156,6 +156,14 @@ def _hash(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
+def _state_digest(state: State) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _save_checkpoint(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -173,6 +181,7 @@ def run_federated(
     resume: bool = False,
     on_update: Callable[[ClientUpdate], None] | None = None,
     on_round_end: Callable[[int, float], None] | None = None,
+    init_state: State | None = None,
 ) -> TrainingResult:
     """Run ``fed.rounds`` rounds of the chosen strategy with every client in this process."""
     names = [m.name for m in model_config.modalities]
@@ -182,7 +191,15 @@ def run_federated(
         scalers = {-1: next(iter(scalers.values()))}
     runner = InProcessRunner(model_config, clients, scalers, fed.seed)
     return run_rounds(
-        model_config, runner, local_cfg, fed, checkpoint_path, resume, on_update, on_round_end
+        model_config,
+        runner,
+        local_cfg,
+        fed,
+        checkpoint_path,
+        resume,
+        on_update,
+        on_round_end,
+        init_state,
     )
 
 
@@ -195,6 +212,7 @@ def run_rounds(
     resume: bool = False,
     on_update: Callable[[ClientUpdate], None] | None = None,
     on_round_end: Callable[[int, float], None] | None = None,
+    init_state: State | None = None,
 ) -> TrainingResult:
     """The server loop shared by every engine: sampling, FedAvg in client order, retention,
     validation, early stopping, checkpoints and history.
@@ -204,11 +222,16 @@ def run_rounds(
     checkpoint (Optuna reports intermediate values and prunes through it). A round in which
     fewer than ``fed.min_clients`` sampled clients answer raises :class:`FederationError`; the
     checkpoint of the last completed round is kept.
+
+    ``init_state`` (e.g. a federated PLS warm start) replaces the seeded random initialisation;
+    it is then validated as "round 0", so early stopping can keep it if no round improves on it.
     """
     cfg = strategy_loss_config(fed.strategy, local_cfg)
     ids = runner.client_ids()
-    init = build_model(model_config, seed=fed.seed)
-    global_state = {k: v.detach().clone() for k, v in init.state_dict().items()}
+    warm = init_state is not None
+    if init_state is None:
+        init_state = build_model(model_config, seed=fed.seed).state_dict()
+    global_state = {k: v.detach().clone() for k, v in init_state.items()}
     client_states: dict[int, State] = (
         {c: global_state for c in ids} if fed.strategy == "local" else {}
     )
@@ -217,7 +240,12 @@ def run_rounds(
     stale = 0
     start_round = 1
     key = _hash(
-        model_config.to_json(), asdict(cfg), asdict(fed), ids, [runner.n_train(c) for c in ids]
+        model_config.to_json(),
+        asdict(cfg),
+        asdict(fed),
+        ids,
+        [runner.n_train(c) for c in ids],
+        _state_digest(global_state),
     )
     if resume and checkpoint_path is not None and checkpoint_path.exists():
         ck = torch.load(checkpoint_path, weights_only=False)
@@ -235,6 +263,25 @@ def run_rounds(
                 ck["round"] + 1,
             )
             logger.info("Resuming from checkpoint %s after round %d", checkpoint_path, ck["round"])
+    if start_round == 1 and warm:
+        vals0 = runner.evaluate({c: global_state for c in ids})
+        history.extend(
+            {
+                "round": 0,
+                "client": c,
+                "participated": False,
+                "n_samples": runner.n_train(c),
+                "train_loss": np.nan,
+                **{f"loss_{t}": np.nan for t in LOSS_TERMS},
+                "val_mse": vals0.get(c, float("nan")),
+                "seconds": 0.0,
+            }
+            for c in ids
+        )
+        finite0 = [v for v in vals0.values() if np.isfinite(v)]
+        if finite0:
+            best = (float(np.mean(finite0)), 0, global_state, dict(client_states))
+            logger.info("round 0 (warm start): val_mse=%.5g", best[0])
     rnd = start_round - 1
     for rnd in range(start_round, fed.rounds + 1):
         t_round = time.perf_counter()
@@ -331,7 +378,7 @@ def run_rounds(
                 "Early stopping after round %d (best round %d, val_mse %.5g)", rnd, best[1], best[0]
             )
             break
-    if fed.early_stopping and best[1] > 0:
+    if fed.early_stopping and np.isfinite(best[0]):
         global_state, client_states = best[2], best[3]
         best_round = best[1]
     else:

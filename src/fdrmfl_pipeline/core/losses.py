@@ -73,3 +73,12 @@ def moon_contrastive(
 def proximal(model_params, global_params) -> torch.Tensor:
     """FedProx's ``||w - w_global||^2`` (multiply by mu/2)."""
     return sum(((p - g) ** 2).sum() for p, g in zip(model_params, global_params, strict=True))
+
+
+def l1_linear_paths(model) -> torch.Tensor:
+    """Sum of absolute weights of every encoder's linear path (0 when there is none): a lasso
+    penalty that favours sparse linear projections of the inputs."""
+    terms = [
+        enc.linear.weight.abs().sum() for enc in model.encoders.values() if enc.linear is not None
+    ]
+    return torch.stack(terms).sum() if terms else torch.zeros(())

@@ -162,3 +162,39 @@ def build_model(config: ModelConfig, seed: int) -> FDRMFLModel:
         return FDRMFLModel(config)
     finally:
         torch.random.set_rng_state(gen_state)
+
+
+@torch.no_grad()
+def warm_start_linear(model: FDRMFLModel, blocks: dict, coef) -> None:
+    """Start ``model`` at a linear projection: Z = sum over modalities of ``blocks[m].T x_m`` and
+    y_hat = ``coef . Z`` (e.g. a federated PLS fit, :mod:`fdrmfl_pipeline.core.pls`).
+
+    Each encoder's linear path takes its block (latent dims past ``k`` start at zero); every
+    nonlinear branch keeps its random hidden layers but its last layer is zeroed (the body's
+    latent mean, the fusion's score and residual refinement, the MLP head), so it contributes
+    nothing at first and learns from there. The fusion's uniform weights then sum the modalities.
+    """
+    if not model.config.linear_path:
+        raise ValueError("a linear warm start needs training.linear_path: true")
+    k = len(coef)
+    d = model.config.latent_dim
+    if k > d:
+        raise ValueError(f"a warm start with {k} components needs latent_dim >= {k} (it is {d})")
+    for name in model.names:
+        enc = model.encoders[name]
+        block = torch.as_tensor(blocks[name], dtype=torch.float32)  # (p_m, k)
+        enc.head.mu.weight.zero_()
+        enc.head.mu.bias.zero_()
+        enc.linear.weight.zero_()
+        enc.linear.bias.zero_()
+        enc.linear.weight[:k] = block.T
+    model.fusion.score[-1].weight.zero_()
+    model.fusion.score[-1].bias.zero_()
+    model.fusion.bias.zero_()
+    model.fusion.refine[-1].weight.zero_()
+    model.fusion.refine[-1].bias.zero_()
+    model.head_mlp[-1].weight.zero_()
+    model.head_mlp[-1].bias.zero_()
+    model.head_linear.weight.zero_()
+    model.head_linear.bias.zero_()
+    model.head_linear.weight[0, :k] = torch.as_tensor(coef, dtype=torch.float32)

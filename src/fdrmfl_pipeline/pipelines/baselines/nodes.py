@@ -15,6 +15,38 @@ from fdrmfl_pipeline.params import BaselinesParams, TrainingParams
 logger = logging.getLogger(__name__)
 
 
+def _raw_frame(clients, names) -> pd.DataFrame:
+    """Every client's flattened inputs (absent modalities zero) as f_* columns, all splits."""
+    from fdrmfl_pipeline.core.pls import design
+
+    frames = []
+    for c, cd in clients.items():
+        for s in ("train", "val", "test"):
+            sp = cd.splits[s]
+            x = design(sp, names)
+            f = pd.DataFrame(x, columns=[f"f_{i}" for i in range(x.shape[1])])
+            frames.append(f.assign(sample_id=sp.sample_ids, client=c, split=s, target=sp.y_raw))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _pooled_anchor(clients, names, params: BaselinesParams, seed: int) -> pd.DataFrame:
+    from fdrmfl_pipeline.core.downstream import fit_predict_per_client
+
+    t0 = time.perf_counter()
+    frame = _raw_frame(clients, names)
+    cols = [col for col in frame.columns if col.startswith("f_")]
+    out = fit_predict_per_client(
+        frame, cols, "raw_pooled", params.pooled_regressors, seed, pooled=True
+    )
+    logger.info(
+        "pooled anchor %s on %d train rows: %.1fs",
+        params.pooled_regressors,
+        int((frame["split"] == "train").sum()),
+        time.perf_counter() - t0,
+    )
+    return out
+
+
 def baseline_predictions(
     multimodal_dataset: pa.Table,
     client_assignments: pd.DataFrame,
@@ -78,6 +110,10 @@ def baseline_predictions(
                 ignore_index=True,
             )
             out.append(fit_predict_per_client(frame, [], "mean", ["mean"], seed))
+    if params.pooled_regressors:
+        # one affine scaling for every row, so the pooled fit sees the inputs as if concatenated
+        pooled, _ = build_clients(data, client_assignments, names, "federated", seed)
+        out.append(_pooled_anchor(pooled, names, params, seed))
     result = pd.concat(out, ignore_index=True)
     result["client"] = result["client"].astype(np.int64)
     return result

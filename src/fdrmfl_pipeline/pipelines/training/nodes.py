@@ -76,6 +76,7 @@ def local_train_config(params: TrainingParams):
         lambda_con=params.lambda_con,
         tau=params.tau,
         prox_mu=params.prox_mu,
+        lambda_l1=params.lambda_l1,
     )
 
 
@@ -93,6 +94,22 @@ def federation_config(params: TrainingParams, seed: int):
         seed=seed,
         min_clients=params.min_clients,
     )
+
+
+def warm_start_state(cfg, clients, names, params: TrainingParams, seed: int):
+    """The initial weights: None (seeded random) or a federated PLS warm start."""
+    if params.warm_start == "none":
+        return None
+    from math import prod
+
+    from fdrmfl_pipeline.core.model import build_model, warm_start_linear
+    from fdrmfl_pipeline.core.pls import federated_pls
+
+    fit = federated_pls(clients, names, params.latent_dim, params.pls_components)
+    sizes = [prod(m.shape) for m in cfg.modalities]
+    model = build_model(cfg, seed=seed)
+    warm_start_linear(model, fit.blocks(names, sizes), fit.coef)
+    return model.state_dict()
 
 
 def train_model(
@@ -137,6 +154,7 @@ def train_model(
             fed,
             checkpoint_path=checkpoint,
             resume=params.resume,
+            init_state=warm_start_state(cfg, clients, names, params, seed),
         )
     meta = {
         "engine": params.engine,

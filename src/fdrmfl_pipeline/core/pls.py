@@ -1,0 +1,143 @@
+"""Federated PLS (SIMPLS, one response) from aggregated vectors: a task-driven warm start.
+
+The server never sees a sample. Per component it sends one direction ``r`` and every client
+answers with ``X_c^T (X_c r)`` (a vector the size of one input row); before the first component
+each client sends ``X_c^T y_c``, and to choose the number of components each client returns its
+validation squared errors for every candidate count. The sums (in ascending client order) are
+exactly what pooled SIMPLS would compute on the concatenated, already standardised training data,
+so the result equals pooled PLS without pooling.
+
+``X`` is the concatenation of every modality's flattened, standardised input (an absent modality
+is zero, i.e. imputed by the training mean); ``y`` the standardised target. Both are centred by the
+federated scaler, so no intercept is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fdrmfl_pipeline.core.clientdata import ClientData, SplitArrays
+
+logger = logging.getLogger(__name__)
+
+
+def design(split: SplitArrays, names: Sequence[str]) -> np.ndarray:
+    """(n, p) float64 design matrix: flattened modalities side by side, absent ones zero."""
+    cols = []
+    for j, m in enumerate(names):
+        v = split.x[m].reshape(split.n, -1).astype(np.float64)
+        cols.append(np.where(split.mask[:, j : j + 1], v, 0.0))
+    return np.concatenate(cols, axis=1) if cols else np.zeros((split.n, 0))
+
+
+# ---- what runs on a client: each returns only an aggregate -------------------------------------
+
+
+def client_cross(data: ClientData, names: Sequence[str]) -> np.ndarray:
+    """``X^T y`` of the client's train split."""
+    x = design(data.train, names)
+    return x.T @ data.train.y.astype(np.float64)
+
+
+def client_gram_times(data: ClientData, names: Sequence[str], r: np.ndarray) -> np.ndarray:
+    """``X^T (X r)`` of the client's train split."""
+    x = design(data.train, names)
+    return x.T @ (x @ r)
+
+
+def client_val_sse(
+    data: ClientData, names: Sequence[str], coefs: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """Sum of squared validation errors (standardised units) for each coefficient column."""
+    if data.val.n == 0:
+        return np.zeros(coefs.shape[1]), 0
+    x = design(data.val, names)
+    err = x @ coefs - data.val.y.astype(np.float64)[:, None]
+    return (err * err).sum(axis=0), data.val.n
+
+
+# ---- server ------------------------------------------------------------------------------------
+
+
+@dataclass
+class PLSFit:
+    """Weights mapping the standardised design to unit-variance scores, and the score coefficients."""
+
+    weights: np.ndarray  # (p, k): scores = X @ weights, unit variance over the pooled train set
+    coef: np.ndarray  # (k,): y_hat (standardised) = scores @ coef
+    val_mse: list[float]  # mean-over-clients validation MSE for 1..k_max components (may be empty)
+    n_components: int
+
+    def blocks(self, names: Sequence[str], sizes: Sequence[int]) -> dict[str, np.ndarray]:
+        """``weights`` split into one (p_m, k) block per modality."""
+        out, start = {}, 0
+        for m, size in zip(names, sizes, strict=True):
+            out[m] = self.weights[start : start + size]
+            start += size
+        return out
+
+
+def federated_pls(
+    clients: dict[int, ClientData],
+    names: Sequence[str],
+    max_components: int,
+    n_components: int | None = None,
+) -> PLSFit:
+    """SIMPLS on the sum of the clients' aggregates; the component count is ``n_components`` or,
+    when None, the one with the lowest mean validation MSE over clients (train data only)."""
+    ids = sorted(clients)
+    n_total = sum(clients[c].train.n for c in ids)
+    s0 = sum(client_cross(clients[c], names) for c in ids)
+    p = s0.shape[0]
+    k_max = int(min(max_components, p, max(n_total - 1, 1)))
+    s = s0.copy()
+    basis = np.zeros((p, 0))
+    rs, qs = [], []
+    s0_norm = float(np.linalg.norm(s0))
+    for _ in range(k_max):
+        r = s.copy()
+        if float(np.linalg.norm(r)) <= 1e-10 * s0_norm:
+            break  # the cross-covariance is exhausted
+        u = sum(client_gram_times(clients[c], names, r) for c in ids)  # X^T X r
+        tt = float(r @ u)  # |X r|^2
+        if tt <= 1e-12 * float(r @ r):
+            break  # r lies in the null space of the pooled training data
+        norm = np.sqrt(tt)
+        r, load = r / norm, u / norm  # t = X r has unit norm; load = X^T t
+        rs.append(r)
+        qs.append(float(s0 @ r))  # y^T t
+        v = load - basis @ (basis.T @ load)
+        v /= np.linalg.norm(v)
+        basis = np.column_stack([basis, v])
+        s = s - v * (v @ s)
+    if not rs:
+        raise ValueError("federated PLS found no direction: the training target is constant")
+    scale = np.sqrt(n_total)  # unit-norm scores -> unit-variance scores
+    weights = np.column_stack(rs) * scale
+    coef = np.asarray(qs) / scale
+    # validation curve: coefficients of the k-component model for k = 1..K
+    cum = np.cumsum(weights * coef[None, :], axis=1)  # (p, K)
+    per_client = []
+    for c in ids:
+        e, n = client_val_sse(clients[c], names, cum)
+        if n:
+            per_client.append(e / n)
+    val_mse = list(np.mean(per_client, axis=0)) if per_client else []
+    if n_components is not None:
+        k = min(n_components, len(rs))
+    elif val_mse:
+        k = int(np.argmin(val_mse)) + 1
+    else:
+        k = len(rs)
+        logger.warning("federated PLS: no validation rows, keeping all %d components", k)
+    logger.info(
+        "federated PLS warm start: %d of %d components (validation MSE, standardised: %s)",
+        k,
+        len(rs),
+        ", ".join(f"{v:.4g}" for v in val_mse),
+    )
+    return PLSFit(weights[:, :k], coef[:k], val_mse, k)

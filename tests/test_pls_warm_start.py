@@ -1,0 +1,127 @@
+"""Federated PLS (aggregates only) equals pooled PLS; the warm start reproduces it exactly; the
+L1 term shrinks the linear paths; round 0 is a candidate for early stopping."""
+
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+import pytest
+import torch
+
+from fdrmfl_pipeline.core import losses
+from fdrmfl_pipeline.core.client import LocalTrainConfig, model_from_state, predict
+from fdrmfl_pipeline.core.engine import FederationConfig, run_federated
+from fdrmfl_pipeline.core.model import build_model, warm_start_linear
+from fdrmfl_pipeline.core.pls import design, federated_pls
+
+from .tiny import tiny_clients
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+
+
+def _pooled(clients, names, split="train"):
+    x = np.concatenate([design(clients[c].splits[split], names) for c in sorted(clients)])
+    y = np.concatenate([clients[c].splits[split].y for c in sorted(clients)]).astype(np.float64)
+    return x, y
+
+
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_federated_pls_equals_pooled_pls(k):
+    from sklearn.cross_decomposition import PLSRegression
+
+    data, _, clients, _, _ = tiny_clients()
+    names = data.modality_names
+    fit = federated_pls(clients, names, max_components=k, n_components=k)
+    x, y = _pooled(clients, names)
+    ref = PLSRegression(n_components=k, scale=False).fit(x, y)
+    xt, _ = _pooled(clients, names, "test")
+    # the federated scaler centred x and y over the pooled train set, so no intercept is needed
+    ours = xt @ fit.weights @ fit.coef
+    np.testing.assert_allclose(ours, ref.predict(xt).ravel(), rtol=1e-6, atol=1e-8)
+    # scores have unit variance and are uncorrelated on the pooled training data
+    t = x @ fit.weights
+    np.testing.assert_allclose(t.T @ t / len(t), np.eye(k), atol=1e-8)
+
+
+def test_component_count_is_chosen_on_val_only():
+    data, _, clients, _, _ = tiny_clients()
+    names = data.modality_names
+    fit = federated_pls(clients, names, max_components=8)
+    assert len(fit.val_mse) == 8
+    assert fit.n_components == int(np.argmin(fit.val_mse)) + 1
+    # test rows play no part: scrambling them changes nothing
+    for c in clients:
+        clients[c].splits["test"].y[:] = 1e6
+    again = federated_pls(clients, names, max_components=8)
+    np.testing.assert_array_equal(again.weights, fit.weights)
+
+
+def test_constant_target_is_a_clear_error():
+    data, _, clients, _, _ = tiny_clients()
+    names = data.modality_names
+    for c in clients:
+        clients[c].train.y[:] = 0.0
+    with pytest.raises(ValueError, match="constant"):
+        federated_pls(clients, names, max_components=3)
+
+
+def test_warm_started_model_predicts_the_pls_fit_exactly():
+    data, _, clients, _, config = tiny_clients()
+    names = data.modality_names
+    fit = federated_pls(clients, names, max_components=4, n_components=4)
+    model = build_model(config, seed=3)
+    sizes = [prod(m.shape) for m in config.modalities]
+    warm_start_linear(model, fit.blocks(names, sizes), fit.coef)
+    split = clients[0].splits["test"]
+    z, y_hat = predict(model, split)
+    expected = design(split, names) @ fit.weights @ fit.coef
+    np.testing.assert_allclose(y_hat, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(z[:, :4], design(split, names) @ fit.weights, rtol=1e-4, atol=1e-4)
+    assert np.allclose(z[:, 4:], 0.0)
+
+
+def test_warm_start_is_round_zero_and_early_stopping_can_keep_it():
+    data, _, clients, scalers, config = tiny_clients()
+    names = data.modality_names
+    fit = federated_pls(clients, names, max_components=4)
+    model = build_model(config, seed=0)
+    warm_start_linear(
+        model, fit.blocks(names, [prod(m.shape) for m in config.modalities]), fit.coef
+    )
+    init = model.state_dict()
+    # a learning rate this large wrecks every round, so the best validated model is round 0
+    bad = LocalTrainConfig(local_epochs=2, batch_size=16, lr=5.0, grad_clip=None)
+    fed = FederationConfig(strategy="fedavg", rounds=3, seed=0, early_stopping=True, patience=2)
+    res = run_federated(config, clients, scalers, bad, fed, init_state=init)
+    assert res.best_round == 0
+    kept = res.global_state
+    assert all(torch.equal(kept[k], init[k]) for k in init)
+    # a sensible run starts from the same point and is validated against it
+    ok = LocalTrainConfig(local_epochs=1, batch_size=16, lr=1e-4)
+    res2 = run_federated(config, clients, scalers, ok, fed, init_state=init)
+    assert res2.best_round >= 0 and res2.rounds_run >= 1
+
+
+def test_l1_term_shrinks_the_linear_paths():
+    _, _, clients, scalers, config = tiny_clients()
+    fed = FederationConfig(strategy="fedavg", rounds=5, seed=0)
+
+    def l1_of(lam):
+        cfg = LocalTrainConfig(local_epochs=2, batch_size=16, lr=1e-2, lambda_l1=lam)
+        res = run_federated(config, clients, scalers, cfg, fed)
+        model = model_from_state(config, res.global_state)
+        return float(losses.l1_linear_paths(model).detach())
+
+    assert l1_of(0.1) < 0.5 * l1_of(0.0)
+
+
+def test_l1_penalty_value():
+    _, _, _, _, config = tiny_clients()
+    model = build_model(config, seed=0)
+    expected = sum(float(e.linear.weight.abs().sum()) for e in model.encoders.values())
+    assert float(losses.l1_linear_paths(model)) == pytest.approx(expected, rel=1e-5)
