@@ -33,16 +33,20 @@ def _bundle(project: Path) -> dict:
     )
 
 
-def test_flower_simulation_is_bit_identical_to_inprocess(tmp_path):
+@pytest.mark.parametrize("warm_start", ["none", "pls"])
+def test_flower_simulation_is_bit_identical_to_inprocess(tmp_path, warm_start):
+    """Same weights and history; with the PLS warm start, its aggregates travel as Flower
+    queries and give the same initial model (round 0 in the history)."""
     import pandas as pd
 
     project = make_project(tmp_path / "p")
-    run_session(project, ["ingestion", "partitioning", "training"], SMALL)
+    small = {**SMALL, "training": {**SMALL["training"], "warm_start": warm_start}}
+    run_session(project, ["ingestion", "partitioning", "training"], small)
     inproc = _bundle(project)
     h_in = pd.read_parquet(
         sorted((project / "data/07_model_output/training_history.parquet").glob("*/*"))[-1]
     )
-    flower = {**SMALL, "training": {**SMALL["training"], "engine": "flower-simulation"}}
+    flower = {**small, "training": {**small["training"], "engine": "flower-simulation"}}
     run_session(project, ["training"], flower)
     sim = _bundle(project)
     h_sim = pd.read_parquet(
@@ -55,6 +59,7 @@ def test_flower_simulation_is_bit_identical_to_inprocess(tmp_path):
     cols = ["round", "client", "participated", "train_loss", "loss_mse", "loss_con", "val_mse"]
     pd.testing.assert_frame_equal(h_in[cols], h_sim[cols])
     assert inproc["scalers"] == sim["scalers"]
+    assert (h_sim["round"] == 0).any() == (warm_start == "pls")
 
 
 def test_simulated_client_failure_is_logged_and_the_round_completes(tmp_path, monkeypatch, caplog):
@@ -87,7 +92,7 @@ def test_simulated_client_failure_is_logged_and_the_round_completes(tmp_path, mo
     assert "client 1 did not answer" in caplog.text
 
 
-DEPLOY_PARAMS = "training.rounds=2,training.local_epochs=1,training.latent_dim=4,training.hidden_dim=16,ingestion.synthetic.n_train=150,ingestion.synthetic.n_test=45"
+DEPLOY_PARAMS = "training.warm_start=pls,training.rounds=2,training.local_epochs=1,training.latent_dim=4,training.hidden_dim=16,ingestion.synthetic.n_train=150,ingestion.synthetic.n_test=45"
 
 
 def _deploy(

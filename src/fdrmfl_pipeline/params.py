@@ -239,11 +239,6 @@ class TrainingParams(_Strict):
         if self.rounds == 0 and self.warm_start == "none":
             raise ValueError("training.rounds=0 trains nothing: it needs training.warm_start: pls")
         if self.warm_start == "pls":
-            if self.engine != "inprocess":
-                raise ValueError(
-                    f"training.warm_start='pls' runs on the inprocess engine only for now "
-                    f"(engine='{self.engine}'); set training.warm_start: none"
-                )
             if not self.linear_path:
                 raise ValueError("training.warm_start='pls' needs training.linear_path: true")
             if self.pls_components is not None and self.pls_components > self.latent_dim:

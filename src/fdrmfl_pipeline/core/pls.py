@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -81,17 +82,61 @@ class PLSFit:
         return out
 
 
+class PLSOracle(Protocol):
+    """What the server can ask of the clients: sums over clients (ascending client order)."""
+
+    def n_train(self) -> int: ...
+
+    def cross(self) -> np.ndarray: ...  # sum of X_c^T y_c
+
+    def gram_times(self, r: np.ndarray) -> np.ndarray: ...  # sum of X_c^T X_c r
+
+    def val_sse(self, coefs: np.ndarray) -> list[tuple[np.ndarray, int]]: ...  # per client
+
+
+class InProcessPLS:
+    """:class:`PLSOracle` over clients held in this process."""
+
+    def __init__(self, clients: dict[int, ClientData], names: Sequence[str]):
+        self.clients, self.names = clients, list(names)
+
+    def n_train(self) -> int:
+        return sum(self.clients[c].train.n for c in sorted(self.clients))
+
+    def cross(self) -> np.ndarray:
+        return _ordered_sum(client_cross(self.clients[c], self.names) for c in sorted(self.clients))
+
+    def gram_times(self, r: np.ndarray) -> np.ndarray:
+        return _ordered_sum(
+            client_gram_times(self.clients[c], self.names, r) for c in sorted(self.clients)
+        )
+
+    def val_sse(self, coefs: np.ndarray) -> list[tuple[np.ndarray, int]]:
+        return [client_val_sse(self.clients[c], self.names, coefs) for c in sorted(self.clients)]
+
+
+def _ordered_sum(parts) -> np.ndarray:
+    total = None
+    for part in parts:
+        total = part.copy() if total is None else total + part
+    return total
+
+
 def federated_pls(
     clients: dict[int, ClientData],
     names: Sequence[str],
     max_components: int,
     n_components: int | None = None,
 ) -> PLSFit:
+    """:func:`fit_pls` over clients held in this process."""
+    return fit_pls(InProcessPLS(clients, names), max_components, n_components)
+
+
+def fit_pls(oracle: PLSOracle, max_components: int, n_components: int | None = None) -> PLSFit:
     """SIMPLS on the sum of the clients' aggregates; the component count is ``n_components`` or,
     when None, the one with the lowest mean validation MSE over clients (train data only)."""
-    ids = sorted(clients)
-    n_total = sum(clients[c].train.n for c in ids)
-    s0 = sum(client_cross(clients[c], names) for c in ids)
+    n_total = oracle.n_train()
+    s0 = oracle.cross()
     p = s0.shape[0]
     k_max = int(min(max_components, p, max(n_total - 1, 1)))
     s = s0.copy()
@@ -102,7 +147,7 @@ def federated_pls(
         r = s.copy()
         if float(np.linalg.norm(r)) <= 1e-10 * s0_norm:
             break  # the cross-covariance is exhausted
-        u = sum(client_gram_times(clients[c], names, r) for c in ids)  # X^T X r
+        u = oracle.gram_times(r)  # X^T X r
         tt = float(r @ u)  # |X r|^2
         if tt <= 1e-12 * float(r @ r):
             break  # r lies in the null space of the pooled training data
@@ -121,12 +166,8 @@ def federated_pls(
     coef = np.asarray(qs) / scale
     # validation curve: coefficients of the k-component model for k = 1..K
     cum = np.cumsum(weights * coef[None, :], axis=1)  # (p, K)
-    per_client = []
-    for c in ids:
-        e, n = client_val_sse(clients[c], names, cum)
-        if n:
-            per_client.append(e / n)
-    val_mse = list(np.mean(per_client, axis=0)) if per_client else []
+    per_client = [e / n for e, n in oracle.val_sse(cum) if n]
+    val_mse = [float(v) for v in np.mean(per_client, axis=0)] if per_client else []
     if n_components is not None:
         k = min(n_components, len(rs))
     elif val_mse:
@@ -141,3 +182,21 @@ def federated_pls(
         ", ".join(f"{v:.4g}" for v in val_mse),
     )
     return PLSFit(weights[:, :k], coef[:k], val_mse, k)
+
+
+def pls_warm_start_state(
+    config, oracle: PLSOracle, seed: int, n_components: int | None = None
+) -> dict:
+    """Initial weights of a model of ``config``: seeded random, then the linear paths and the
+    head set to a federated PLS fit with at most ``config.latent_dim`` components."""
+    from math import prod
+
+    from fdrmfl_pipeline.core.model import build_model, warm_start_linear
+
+    fit = fit_pls(oracle, config.latent_dim, n_components)
+    names = [m.name for m in config.modalities]
+    model = build_model(config, seed=seed)
+    warm_start_linear(
+        model, fit.blocks(names, [prod(m.shape) for m in config.modalities]), fit.coef
+    )
+    return model.state_dict()

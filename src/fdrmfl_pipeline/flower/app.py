@@ -136,6 +136,27 @@ def _maybe_fail(client_id: int, round_: int) -> None:
             raise RuntimeError(f"injected failure of client {client_id} in round {round_}")
 
 
+def _pls_answer(raw: RawClient, job: FlowerJob, content: RecordDict) -> RecordDict:
+    """One aggregate for the server's federated PLS (``core.pls``): X^T y, X^T X r, or the
+    validation squared errors of candidate coefficient vectors. Never a row of data."""
+    from fdrmfl_pipeline.core import pls
+
+    op = str(content.config_records["pls"]["op"])
+    data = scale_client(raw, _record_scaler(content.array_records["scaler"]), job.modalities)
+    if op == "cross":
+        out = {"v": pls.client_cross(data, job.modalities)}
+    elif op == "gram":
+        r = content.array_records["query"]["r"].numpy()
+        out = {"v": pls.client_gram_times(data, job.modalities, r)}
+    elif op == "val":
+        coefs = content.array_records["query"]["coefs"].numpy()
+        sse, n = pls.client_val_sse(data, job.modalities, coefs)
+        out = {"v": sse, "n": np.array([n], np.int64)}
+    else:
+        raise ValueError(f"unknown PLS query '{op}'")
+    return RecordDict({"pls": _arrays(out), "info": MetricRecord({"client-id": raw.client_id})})
+
+
 def make_client_app(job: FlowerJob | None = None) -> ClientApp:
     """A ClientApp; ``job`` given in simulation, else read from ``run_config['job']``."""
     app = ClientApp()
@@ -144,6 +165,8 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
     def describe(msg: Message, context: Context) -> Message:
         j = _job_from(context, job)
         raw = _client_raw(context, j)
+        if "pls" in msg.content.config_records:
+            return Message(_pls_answer(raw, j, msg.content), reply_to=msg)
         metrics = MetricRecord(
             {
                 "client-id": raw.client_id,
@@ -327,6 +350,26 @@ class FlowerRunner:
             c: float(r.content.metric_records["metrics"]["val_mse"]) for c, r in replies.items()
         }
 
+    def pls_query(self, op: str, arrays: dict[str, np.ndarray] | None = None) -> dict[int, dict]:
+        """Ask every client for one PLS aggregate; all must answer (a warm start needs them)."""
+        contents = {
+            c: RecordDict(
+                {
+                    "pls": ConfigRecord({"op": op}),
+                    "scaler": _scaler_record(self.scalers[c]),
+                    **({"query": _arrays(arrays)} if arrays else {}),
+                }
+            )
+            for c in self.client_ids()
+        }
+        replies, failures = self._exchange("query", contents, 0)
+        if failures:
+            raise RuntimeError(f"federated PLS warm start: clients did not answer: {failures}")
+        return {
+            c: {k: v.numpy() for k, v in replies[c].content.array_records["pls"].items()}
+            for c in sorted(replies)
+        }
+
     def client_side_state(self) -> dict:
         return {}  # kept by each SuperNode in its context.state
 
@@ -334,11 +377,48 @@ class FlowerRunner:
         return None
 
 
+class FlowerPLS:
+    """:class:`fdrmfl_pipeline.core.pls.PLSOracle` over the SuperNodes (sums in client order)."""
+
+    def __init__(self, runner: FlowerRunner):
+        self.runner = runner
+
+    def n_train(self) -> int:
+        return sum(self.runner.n_train(c) for c in self.runner.client_ids())
+
+    def _sum(self, op: str, arrays=None) -> np.ndarray:
+        answers = self.runner.pls_query(op, arrays)
+        total = None
+        for c in sorted(answers):
+            v = answers[c]["v"]
+            total = v.copy() if total is None else total + v
+        return total
+
+    def cross(self) -> np.ndarray:
+        return self._sum("cross")
+
+    def gram_times(self, r: np.ndarray) -> np.ndarray:
+        return self._sum("gram", {"r": np.asarray(r, np.float64)})
+
+    def val_sse(self, coefs: np.ndarray) -> list[tuple[np.ndarray, int]]:
+        answers = self.runner.pls_query("val", {"coefs": np.asarray(coefs, np.float64)})
+        return [(answers[c]["v"], int(answers[c]["n"][0])) for c in sorted(answers)]
+
+
 def run_server(grid: Grid, job: FlowerJob) -> tuple[TrainingResult, dict[int, Scaler]]:
     runner = FlowerRunner(grid, job)
     runner.connect()
     ck = Path(job.checkpoint_path) if job.checkpoint_path else None
-    result = run_rounds(job.model(), runner, job.local(), job.federation(), checkpoint_path=ck)
+    init = None
+    if job.extra.get("warm_start", "none") == "pls":
+        from fdrmfl_pipeline.core.pls import pls_warm_start_state
+
+        init = pls_warm_start_state(
+            job.model(), FlowerPLS(runner), job.federation().seed, job.extra.get("pls_components")
+        )
+    result = run_rounds(
+        job.model(), runner, job.local(), job.federation(), checkpoint_path=ck, init_state=init
+    )
     return result, runner.scalers
 
 

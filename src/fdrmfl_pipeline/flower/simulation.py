@@ -53,6 +53,7 @@ def simulate_training(
     staging_dir,
     num_threads: int = 1,
     checkpoint_path=None,
+    extra: dict | None = None,
 ) -> tuple[TrainingResult, dict[int, Scaler]]:
     """Stage one Parquet file per client (what each SuperNode would hold) and simulate the job."""
     from pathlib import Path
@@ -79,5 +80,6 @@ def simulate_training(
         output_dir=str(staging / "out"),
         num_threads=num_threads,
         checkpoint_path=str(checkpoint_path) if checkpoint_path else None,
+        extra=dict(extra or {}),
     )
     return run_simulation_job(job)

@@ -96,20 +96,18 @@ def federation_config(params: TrainingParams, seed: int):
     )
 
 
+def flower_extra(params: TrainingParams) -> dict:
+    """Settings a Flower server needs beyond the model and loss: the warm start."""
+    return {"warm_start": params.warm_start, "pls_components": params.pls_components}
+
+
 def warm_start_state(cfg, clients, names, params: TrainingParams, seed: int):
     """The initial weights: None (seeded random) or a federated PLS warm start."""
     if params.warm_start == "none":
         return None
-    from math import prod
+    from fdrmfl_pipeline.core.pls import InProcessPLS, pls_warm_start_state
 
-    from fdrmfl_pipeline.core.model import build_model, warm_start_linear
-    from fdrmfl_pipeline.core.pls import federated_pls
-
-    fit = federated_pls(clients, names, params.latent_dim, params.pls_components)
-    sizes = [prod(m.shape) for m in cfg.modalities]
-    model = build_model(cfg, seed=seed)
-    warm_start_linear(model, fit.blocks(names, sizes), fit.coef)
-    return model.state_dict()
+    return pls_warm_start_state(cfg, InProcessPLS(clients, names), seed, params.pls_components)
 
 
 def train_model(
@@ -144,6 +142,7 @@ def train_model(
             Path(checkpoint_dir) / "flower_staging",
             params.num_threads,
             checkpoint,
+            extra=flower_extra(params),
         )
     else:
         result = run_federated(
