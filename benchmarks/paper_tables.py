@@ -59,7 +59,7 @@ EXTRA_EXPERIMENTS = [
 # name -> training overrides; "fdrmfl" (the environment's tuned settings) runs the full chain
 VARIANTS = {
     "fdrmfl": {},
-    "federated-pls": {"rounds": 0},  # the warm start alone: federated PLS, no FDRMFL training
+    "warm-start-only": {"rounds": 0},  # the federated PLS / lasso warm start, no FDRMFL training
     "fdrmfl-random-init": {"warm_start": "none"},
     "fdrmfl-no-mi": {"strategy": "fdrmfl", "lambda_mi": 0.0},
     "fdrmfl-no-kl": {"strategy": "fdrmfl", "lambda_kl": 0.0},
@@ -70,8 +70,8 @@ VARIANTS = {
     "local": {"strategy": "local"},
     "central": {"strategy": "central"},
 }
-DEFAULT_VARIANTS = ["fdrmfl", "federated-pls", "fdrmfl-random-init", "fedavg"]
-QUICK_VARIANTS = ["fdrmfl", "federated-pls"]
+DEFAULT_VARIANTS = ["fdrmfl", "warm-start-only", "fdrmfl-random-init", "fedavg"]
+QUICK_VARIANTS = ["fdrmfl", "warm-start-only"]
 BASELINES = {"extractors": ["pca90", "pls", "raw"], "pooled_regressors": ["pls", "ridge"]}
 QUICK_BASELINES = {"extractors": ["pls", "raw"], "pooled_regressors": ["pls", "ridge"]}
 
@@ -237,7 +237,7 @@ def headline(summary: pd.DataFrame) -> pd.DataFrame:
         ours = best.loc["fdrmfl"]
         metric, bound = TARGETS.get(exp, ("mse", None))
         pooled = best.loc["raw_pooled"] if "raw_pooled" in best.index else None
-        fpls = best.loc["federated-pls"] if "federated-pls" in best.index else None
+        fpls = best.loc["warm-start-only"] if "warm-start-only" in best.index else None
         anchor = ANCHOR.get(exp)
         out.append(
             {
@@ -245,7 +245,7 @@ def headline(summary: pd.DataFrame) -> pd.DataFrame:
                 "metric": "test RMSE, all rows" if metric == "rmse_pooled" else "test MSE",
                 "FDRMFL": _fmt(ours["test_mean"], ours["test_sd"]),
                 "regressor": ours["regressor"],
-                "federated PLS alone": "-" if fpls is None else f"{fpls['test_mean']:.4g}",
+                "warm start alone": "-" if fpls is None else f"{fpls['test_mean']:.4g}",
                 "pooled anchor, same splits": "-"
                 if pooled is None
                 else f"{pooled['test_mean']:.4g} ({pooled['regressor']})",
@@ -275,7 +275,7 @@ def to_markdown(summary: pd.DataFrame, command: str, minutes: float) -> str:
         "rows of the StatLib split. `best (val)`: the method's regressor with the lowest "
         "validation MSE (test data never chooses anything). `raw_pooled`: PLS / ridge fitted "
         "on all clients' raw inputs pooled — an anchor that needs the data in one place, not a "
-        "federated method. `federated-pls`: the warm start alone (rounds 0). `ref units`: our "
+        "federated method. `warm-start-only`: the federated PLS or lasso warm start alone (rounds 0). `ref units`: our "
         "MSE in the reference notebooks' units (Tecator ÷ full-data variance = z units; corn ÷ "
         "squared full-data range = min-max units).",
         "",

@@ -125,3 +125,52 @@ def test_l1_penalty_value():
     model = build_model(config, seed=0)
     expected = sum(float(e.linear.weight.abs().sum()) for e in model.encoders.values())
     assert float(losses.l1_linear_paths(model)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_federated_lasso_equals_pooled_lasso():
+    from sklearn.linear_model import Lasso
+
+    from fdrmfl_pipeline.core.pls import InProcessPLS, lasso_path
+
+    data, _, clients, _, _ = tiny_clients()
+    names = data.modality_names
+    x, y = _pooled(clients, names)
+    alphas = [0.1, 0.02]
+    ours = lasso_path(InProcessPLS(clients, names), alphas, iterations=3000)
+    for j, a in enumerate(alphas):
+        ref = Lasso(alpha=a, fit_intercept=False, tol=1e-10, max_iter=100_000).fit(x, y)
+        np.testing.assert_allclose(ours[:, j], ref.coef_, atol=2e-4)
+    assert np.count_nonzero(ours[:, 0]) < np.count_nonzero(ours[:, 1]) < x.shape[1]
+
+
+def test_lasso_warm_start_is_one_unit_variance_component():
+    from fdrmfl_pipeline.core.pls import InProcessPLS, fit_lasso
+
+    data, _, clients, _, _ = tiny_clients()
+    names = data.modality_names
+    fit = fit_lasso(InProcessPLS(clients, names))
+    assert fit.weights.shape[1] == 1 and len(fit.val_mse) == 12
+    x, y = _pooled(clients, names)
+    t = x @ fit.weights[:, 0]
+    assert np.mean(t * t) == pytest.approx(1.0, rel=1e-6)
+    # it explains the training target far better than the mean
+    assert np.mean((y - t * fit.coef[0]) ** 2) < 0.5 * np.var(y)
+
+
+def test_lasso_without_linear_signal_starts_at_the_mean():
+    """An even response (like f3) has no linear signal: the warm start predicts the mean."""
+    from fdrmfl_pipeline.core.pls import InProcessPLS, fit_lasso
+
+    data, _, clients, _, config = tiny_clients()
+    names = data.modality_names
+    rng = np.random.default_rng(0)
+    for c in clients:
+        for split in clients[c].splits.values():
+            split.y[:] = rng.standard_normal(split.n).astype(np.float32)
+    fit = fit_lasso(InProcessPLS(clients, names))
+    assert fit.n_components == 0  # the largest penalty (no weight) validates best
+    model = build_model(config, seed=0)
+    sizes = [prod(m.shape) for m in config.modalities]
+    warm_start_linear(model, fit.blocks(names, sizes), fit.coef)
+    _, y_hat = predict(model, clients[0].splits["test"])
+    assert np.allclose(y_hat, 0.0)

@@ -200,9 +200,10 @@ class TrainingParams(_Strict):
     head_hidden: int = Field(32, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     linear_path: bool = True
-    warm_start: Literal["none", "pls"] = Field(
+    warm_start: Literal["none", "pls", "lasso"] = Field(
         "none",
-        description="pls: start the linear paths and head at a federated PLS fit (aggregates only)",
+        description="start the linear paths and head at a federated PLS or lasso fit "
+        "(aggregates only)",
     )
     pls_components: int | None = Field(
         None, ge=1, description="PLS components for the warm start; null: chosen on val"
@@ -237,10 +238,14 @@ class TrainingParams(_Strict):
                 f"strategy '{self.strategy}' runs on the inprocess engine only (engine='{self.engine}')"
             )
         if self.rounds == 0 and self.warm_start == "none":
-            raise ValueError("training.rounds=0 trains nothing: it needs training.warm_start: pls")
-        if self.warm_start == "pls":
+            raise ValueError(
+                "training.rounds=0 trains nothing: it needs training.warm_start: pls or lasso"
+            )
+        if self.warm_start != "none":
             if not self.linear_path:
-                raise ValueError("training.warm_start='pls' needs training.linear_path: true")
+                raise ValueError(
+                    f"training.warm_start='{self.warm_start}' needs training.linear_path: true"
+                )
             if self.pls_components is not None and self.pls_components > self.latent_dim:
                 raise ValueError(
                     f"training.pls_components={self.pls_components} exceeds "

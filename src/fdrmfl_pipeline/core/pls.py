@@ -1,4 +1,5 @@
-"""Federated PLS (SIMPLS, one response) from aggregated vectors: a task-driven warm start.
+"""Federated PLS (SIMPLS, one response) and lasso (FISTA) from aggregated vectors: task-driven
+warm starts for the encoders' linear paths.
 
 The server never sees a sample. Per component it sends one direction ``r`` and every client
 answers with ``X_c^T (X_c r)`` (a vector the size of one input row); before the first component
@@ -95,24 +96,35 @@ class PLSOracle(Protocol):
 
 
 class InProcessPLS:
-    """:class:`PLSOracle` over clients held in this process."""
+    """:class:`PLSOracle` over clients held in this process (each client's design matrices are
+    built once; every answer is computed from that client's rows only)."""
 
     def __init__(self, clients: dict[int, ClientData], names: Sequence[str]):
-        self.clients, self.names = clients, list(names)
+        self.ids = sorted(clients)
+        self.n = {c: clients[c].train.n for c in self.ids}
+        self.x = {c: design(clients[c].train, names) for c in self.ids}
+        self.y = {c: clients[c].train.y.astype(np.float64) for c in self.ids}
+        self.xv = {c: design(clients[c].val, names) for c in self.ids}
+        self.yv = {c: clients[c].val.y.astype(np.float64) for c in self.ids}
 
     def n_train(self) -> int:
-        return sum(self.clients[c].train.n for c in sorted(self.clients))
+        return sum(self.n.values())
 
     def cross(self) -> np.ndarray:
-        return _ordered_sum(client_cross(self.clients[c], self.names) for c in sorted(self.clients))
+        return _ordered_sum(self.x[c].T @ self.y[c] for c in self.ids)
 
     def gram_times(self, r: np.ndarray) -> np.ndarray:
-        return _ordered_sum(
-            client_gram_times(self.clients[c], self.names, r) for c in sorted(self.clients)
-        )
+        return _ordered_sum(self.x[c].T @ (self.x[c] @ r) for c in self.ids)
 
     def val_sse(self, coefs: np.ndarray) -> list[tuple[np.ndarray, int]]:
-        return [client_val_sse(self.clients[c], self.names, coefs) for c in sorted(self.clients)]
+        out = []
+        for c in self.ids:
+            if len(self.yv[c]) == 0:
+                out.append((np.zeros(coefs.shape[1]), 0))
+                continue
+            err = self.xv[c] @ coefs - self.yv[c][:, None]
+            out.append(((err * err).sum(axis=0), len(self.yv[c])))
+        return out
 
 
 def _ordered_sum(parts) -> np.ndarray:
@@ -184,16 +196,93 @@ def fit_pls(oracle: PLSOracle, max_components: int, n_components: int | None = N
     return PLSFit(weights[:, :k], coef[:k], val_mse, k)
 
 
-def pls_warm_start_state(
-    config, oracle: PLSOracle, seed: int, n_components: int | None = None
-) -> dict:
-    """Initial weights of a model of ``config``: seeded random, then the linear paths and the
-    head set to a federated PLS fit with at most ``config.latent_dim`` components."""
+# ---- federated lasso (FISTA on the same aggregates) --------------------------------------------
+
+
+def _lipschitz(oracle: PLSOracle, n: int, p: int) -> float:
+    """Largest eigenvalue of X^T X / n by power iteration (30 aggregated queries)."""
+    v = np.full(p, 1.0 / np.sqrt(p))
+    lam = 0.0
+    for _ in range(30):
+        u = oracle.gram_times(v) / n
+        lam = float(np.linalg.norm(u))
+        if lam == 0.0:
+            raise ValueError("federated lasso: the training design is all zeros")
+        v = u / lam
+    return lam
+
+
+def lasso_path(oracle: PLSOracle, alphas, iterations: int = 200) -> np.ndarray:
+    """(p, len(alphas)) lasso weights, min (1/2n)|y - Xw|^2 + alpha |w|_1 for each alpha in turn
+    (warm-started), by FISTA; each gradient is one aggregated ``X^T X w`` query."""
+    n = oracle.n_train()
+    c = oracle.cross()
+    p = c.shape[0]
+    step = 1.0 / (1.1 * _lipschitz(oracle, n, p))
+    w = np.zeros(p)
+    path = []
+    for alpha in alphas:
+        x_prev, z, t = w.copy(), w.copy(), 1.0
+        for _ in range(iterations):
+            grad = (oracle.gram_times(z) - c) / n
+            x_new = z - step * grad
+            x_new = np.sign(x_new) * np.maximum(np.abs(x_new) - step * alpha, 0.0)
+            t_new = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
+            z = x_new + ((t - 1.0) / t_new) * (x_new - x_prev)
+            x_prev, t = x_new, t_new
+        w = x_prev
+        path.append(w.copy())
+    return np.column_stack(path)
+
+
+def fit_lasso(
+    oracle: PLSOracle, n_alphas: int = 12, ratio: float = 0.01, iterations: int = 200
+) -> PLSFit:
+    """Federated lasso along ``n_alphas`` penalties from the smallest that zeroes every weight
+    down to ``ratio`` times it; the penalty with the lowest mean validation MSE over clients
+    wins. Returned as a one-component fit: the lasso projection scaled to unit variance on the
+    pooled train set, and its coefficient."""
+    n = oracle.n_train()
+    alpha_max = float(np.max(np.abs(oracle.cross()))) / n
+    if alpha_max == 0.0:
+        raise ValueError("federated lasso found no direction: the training target is constant")
+    alphas = alpha_max * np.logspace(0.0, np.log10(ratio), n_alphas)
+    coefs = lasso_path(oracle, alphas, iterations)
+    per_client = [e / m for e, m in oracle.val_sse(coefs) if m]
+    val_mse = [float(x) for x in np.mean(per_client, axis=0)] if per_client else []
+    best = int(np.argmin(val_mse)) if val_mse else len(alphas) - 1
+    w = coefs[:, best]
+    if not np.any(w):
+        logger.warning(
+            "federated lasso: the penalty chosen on val keeps no weight (no linear signal); "
+            "the warm start is the training mean and training starts from there"
+        )
+        return PLSFit(np.zeros((len(w), 0)), np.zeros(0), val_mse, 0)
+    sd = float(np.sqrt(w @ oracle.gram_times(w) / n))
+    logger.info(
+        "federated lasso warm start: alpha %.3g (%d of %d nonzero weights; validation MSE, "
+        "standardised: %s)",
+        alphas[best],
+        int(np.count_nonzero(w)),
+        len(w),
+        ", ".join(f"{x:.4g}" for x in val_mse),
+    )
+    return PLSFit((w / sd)[:, None], np.array([sd]), val_mse, 1)
+
+
+def warm_start_state(config, oracle: PLSOracle, seed: int, kind: str, n_components=None) -> dict:
+    """Initial weights of a model of ``config`` for ``kind`` 'pls' or 'lasso': seeded random,
+    then the linear paths and the head set to the federated fit."""
     from math import prod
 
     from fdrmfl_pipeline.core.model import build_model, warm_start_linear
 
-    fit = fit_pls(oracle, config.latent_dim, n_components)
+    if kind == "pls":
+        fit = fit_pls(oracle, config.latent_dim, n_components)
+    elif kind == "lasso":
+        fit = fit_lasso(oracle)
+    else:
+        raise ValueError(f"unknown warm start '{kind}'; expected pls or lasso")
     names = [m.name for m in config.modalities]
     model = build_model(config, seed=seed)
     warm_start_linear(

@@ -410,11 +410,16 @@ def run_server(grid: Grid, job: FlowerJob) -> tuple[TrainingResult, dict[int, Sc
     runner.connect()
     ck = Path(job.checkpoint_path) if job.checkpoint_path else None
     init = None
-    if job.extra.get("warm_start", "none") == "pls":
-        from fdrmfl_pipeline.core.pls import pls_warm_start_state
+    kind = job.extra.get("warm_start", "none")
+    if kind != "none":
+        from fdrmfl_pipeline.core.pls import warm_start_state
 
-        init = pls_warm_start_state(
-            job.model(), FlowerPLS(runner), job.federation().seed, job.extra.get("pls_components")
+        init = warm_start_state(
+            job.model(),
+            FlowerPLS(runner),
+            job.federation().seed,
+            kind,
+            job.extra.get("pls_components"),
         )
     result = run_rounds(
         job.model(), runner, job.local(), job.federation(), checkpoint_path=ck, init_state=init

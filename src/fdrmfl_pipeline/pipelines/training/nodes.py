@@ -101,13 +101,15 @@ def flower_extra(params: TrainingParams) -> dict:
     return {"warm_start": params.warm_start, "pls_components": params.pls_components}
 
 
-def warm_start_state(cfg, clients, names, params: TrainingParams, seed: int):
-    """The initial weights: None (seeded random) or a federated PLS warm start."""
+def initial_state(cfg, clients, names, params: TrainingParams, seed: int):
+    """The initial weights: None (seeded random) or a federated PLS / lasso warm start."""
     if params.warm_start == "none":
         return None
-    from fdrmfl_pipeline.core.pls import InProcessPLS, pls_warm_start_state
+    from fdrmfl_pipeline.core.pls import InProcessPLS, warm_start_state
 
-    return pls_warm_start_state(cfg, InProcessPLS(clients, names), seed, params.pls_components)
+    return warm_start_state(
+        cfg, InProcessPLS(clients, names), seed, params.warm_start, params.pls_components
+    )
 
 
 def train_model(
@@ -153,7 +155,7 @@ def train_model(
             fed,
             checkpoint_path=checkpoint,
             resume=params.resume,
-            init_state=warm_start_state(cfg, clients, names, params, seed),
+            init_state=initial_state(cfg, clients, names, params, seed),
         )
     meta = {
         "engine": params.engine,
