@@ -31,7 +31,11 @@ def test_training_pipeline_outputs_and_determinism(tmp_path):
     run_session(p1, TRAIN_CHAIN, SMALL)
     run_session(p2, TRAIN_CHAIN, SMALL)
     history = pd.read_parquet(latest(p1, "data/07_model_output/training_history.parquet"))
-    assert len(history) == 2 * 3  # (round, client)
+    # (round, client); round 0 is the validated warm start (the default federated PLS)
+    assert len(history) == 3 * 3
+    assert list(history["round"].unique()) == [0, 1, 2]
+    r0 = history[history["round"] == 0]
+    assert not r0["participated"].any() and r0["val_mse"].notna().all()
     for col in (
         "round",
         "client",
