@@ -77,6 +77,14 @@ DEFAULT_VARIANTS = ["fdrmfl", "warm-start-only"]
 QUICK_VARIANTS = ["fdrmfl", "warm-start-only"]
 
 
+def variants_for(exp: str, variants: list[str], explicit: bool) -> list[str]:
+    """The simulations' runs are the long ones: by default they skip the warm-start-only
+    ablation (``--variants`` asks for it explicitly)."""
+    if explicit or "sim" not in exp:
+        return variants
+    return [v for v in variants if v != "warm-start-only"]
+
+
 def baselines_for(exp: str, quick: bool) -> dict:
     """Per-client PLS and ridge, the train mean, and the pooled anchors (pooled ridge is the
     simulations' anchor: pooled PLS on their 3604 columns is slow and no stronger)."""
@@ -332,28 +340,50 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="(experiment, seed) runs in parallel")
     ap.add_argument("--corn-dir", type=Path, default=SHARED_CORN)
     ap.add_argument("--out", default="paper_tables")
+    ap.add_argument(
+        "--from-partial",
+        action="store_true",
+        help="only rebuild the tables from <out>.partial.parquet (runs finished so far)",
+    )
     args = ap.parse_args()
     _quiet_logging()
     seeds = args.seeds or (2 if args.quick else 5)
     variants = args.variants or (QUICK_VARIANTS if args.quick else DEFAULT_VARIANTS)
     if variants[0] != "fdrmfl":
         variants = ["fdrmfl", *[v for v in variants if v != "fdrmfl"]]
+    corn_dir = args.corn_dir.resolve()  # the runs happen in temporary project copies
     tasks = []
     for exp in args.experiments:
-        if "corn" in exp and not (args.corn_dir / "corn_m5.csv").exists():
-            logger.warning("skipping %s: corn data not found at %s", exp, args.corn_dir)
+        if "corn" in exp and not (corn_dir / "corn_m5.csv").exists():
+            logger.warning("skipping %s: corn data not found at %s", exp, corn_dir)
             continue
-        tasks += [(exp, seed) for seed in range(seeds)]
+        vs = variants_for(exp, variants, args.variants is not None)
+        tasks += [(exp, seed, vs) for seed in range(seeds)]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    partial = RESULTS / f"{args.out}.partial.parquet"
     t0 = time.perf_counter()
-    frames = []
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {
-            pool.submit(run_experiment, e, s, variants, args.quick, str(args.corn_dir)): (e, s)
-            for e, s in tasks
-        }
-        for i, fut in enumerate(as_completed(futures), 1):
-            frames.append(fut.result())
-            logger.info("done %d/%d: %s seed %d", i, len(tasks), *futures[fut])
+    frames, failed = [], []
+    if args.from_partial:
+        frames = [pd.read_parquet(partial)]
+    else:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            futures = {
+                pool.submit(run_experiment, e, s, vs, args.quick, str(corn_dir)): (e, s)
+                for e, s, vs in tasks
+            }
+            for i, fut in enumerate(as_completed(futures), 1):
+                e, s = futures[fut]
+                try:
+                    frames.append(fut.result())
+                except Exception as exc:  # one broken run must not lose the others
+                    failed.append((e, s, repr(exc)[:300]))
+                    logger.error("%s seed %d failed: %r", e, s, exc)
+                    continue
+                # every finished run is on disk at once (--from-partial rebuilds the tables)
+                pd.concat(frames, ignore_index=True).to_parquet(partial)
+                logger.info("done %d/%d: %s seed %d", i, len(tasks), e, s)
+    if not frames:
+        raise SystemExit(f"every run failed: {failed}")
     all_rows = pd.concat(frames, ignore_index=True)
     order = {e: i for i, e in enumerate(args.experiments)}
     all_rows = all_rows.sort_values(
@@ -365,6 +395,8 @@ def main() -> None:
     summary.to_csv(RESULTS / f"{args.out}_summary.csv", index=False)
     command = ".venv/bin/python benchmarks/paper_tables.py " + " ".join(sys.argv[1:])
     md = to_markdown(summary, command.strip(), (time.perf_counter() - t0) / 60)
+    if failed:
+        md += "\n\n## Failed runs\n\n" + "\n".join(f"- {e} seed {s}: {why}" for e, s, why in failed)
     (RESULTS / f"{args.out}.md").write_text(md + "\n")
     sys.stdout.write(md + "\n")
 
