@@ -39,27 +39,28 @@ def design(split: SplitArrays, names: Sequence[str]) -> np.ndarray:
 # ---- what runs on a client: each returns only an aggregate -------------------------------------
 
 
-def client_cross(data: ClientData, names: Sequence[str]) -> np.ndarray:
-    """``X^T y`` of the client's train split."""
-    x = design(data.train, names)
-    return x.T @ data.train.y.astype(np.float64)
+class ClientAggregates:
+    """One client's answers to the server's queries, from its own rows (designs built once)."""
 
+    def __init__(self, data: ClientData, names: Sequence[str]):
+        self.n_train = data.train.n
+        self.x, self.y = design(data.train, names), data.train.y.astype(np.float64)
+        self.xv, self.yv = design(data.val, names), data.val.y.astype(np.float64)
 
-def client_gram_times(data: ClientData, names: Sequence[str], r: np.ndarray) -> np.ndarray:
-    """``X^T (X r)`` of the client's train split."""
-    x = design(data.train, names)
-    return x.T @ (x @ r)
+    def cross(self) -> np.ndarray:
+        """``X^T y`` of the train split."""
+        return self.x.T @ self.y
 
+    def gram_times(self, r: np.ndarray) -> np.ndarray:
+        """``X^T (X r)`` of the train split."""
+        return self.x.T @ (self.x @ r)
 
-def client_val_sse(
-    data: ClientData, names: Sequence[str], coefs: np.ndarray
-) -> tuple[np.ndarray, int]:
-    """Sum of squared validation errors (standardised units) for each coefficient column."""
-    if data.val.n == 0:
-        return np.zeros(coefs.shape[1]), 0
-    x = design(data.val, names)
-    err = x @ coefs - data.val.y.astype(np.float64)[:, None]
-    return (err * err).sum(axis=0), data.val.n
+    def val_sse(self, coefs: np.ndarray) -> tuple[np.ndarray, int]:
+        """Sum of squared validation errors (standardised units) for each coefficient column."""
+        if len(self.yv) == 0:
+            return np.zeros(coefs.shape[1]), 0
+        err = self.xv @ coefs - self.yv[:, None]
+        return (err * err).sum(axis=0), len(self.yv)
 
 
 # ---- server ------------------------------------------------------------------------------------
@@ -96,35 +97,22 @@ class PLSOracle(Protocol):
 
 
 class InProcessPLS:
-    """:class:`PLSOracle` over clients held in this process (each client's design matrices are
-    built once; every answer is computed from that client's rows only)."""
+    """:class:`PLSOracle` over clients held in this process."""
 
     def __init__(self, clients: dict[int, ClientData], names: Sequence[str]):
-        self.ids = sorted(clients)
-        self.n = {c: clients[c].train.n for c in self.ids}
-        self.x = {c: design(clients[c].train, names) for c in self.ids}
-        self.y = {c: clients[c].train.y.astype(np.float64) for c in self.ids}
-        self.xv = {c: design(clients[c].val, names) for c in self.ids}
-        self.yv = {c: clients[c].val.y.astype(np.float64) for c in self.ids}
+        self.clients = {c: ClientAggregates(clients[c], names) for c in sorted(clients)}
 
     def n_train(self) -> int:
-        return sum(self.n.values())
+        return sum(a.n_train for a in self.clients.values())
 
     def cross(self) -> np.ndarray:
-        return _ordered_sum(self.x[c].T @ self.y[c] for c in self.ids)
+        return _ordered_sum(a.cross() for a in self.clients.values())
 
     def gram_times(self, r: np.ndarray) -> np.ndarray:
-        return _ordered_sum(self.x[c].T @ (self.x[c] @ r) for c in self.ids)
+        return _ordered_sum(a.gram_times(r) for a in self.clients.values())
 
     def val_sse(self, coefs: np.ndarray) -> list[tuple[np.ndarray, int]]:
-        out = []
-        for c in self.ids:
-            if len(self.yv[c]) == 0:
-                out.append((np.zeros(coefs.shape[1]), 0))
-                continue
-            err = self.xv[c] @ coefs - self.yv[c][:, None]
-            out.append(((err * err).sum(axis=0), len(self.yv[c])))
-        return out
+        return [a.val_sse(coefs) for a in self.clients.values()]
 
 
 def _ordered_sum(parts) -> np.ndarray:

@@ -143,14 +143,13 @@ def _pls_answer(raw: RawClient, job: FlowerJob, content: RecordDict) -> RecordDi
 
     op = str(content.config_records["pls"]["op"])
     data = scale_client(raw, _record_scaler(content.array_records["scaler"]), job.modalities)
+    agg = pls.ClientAggregates(data, job.modalities)
     if op == "cross":
-        out = {"v": pls.client_cross(data, job.modalities)}
+        out = {"v": agg.cross()}
     elif op == "gram":
-        r = content.array_records["query"]["r"].numpy()
-        out = {"v": pls.client_gram_times(data, job.modalities, r)}
+        out = {"v": agg.gram_times(content.array_records["query"]["r"].numpy())}
     elif op == "val":
-        coefs = content.array_records["query"]["coefs"].numpy()
-        sse, n = pls.client_val_sse(data, job.modalities, coefs)
+        sse, n = agg.val_sse(content.array_records["query"]["coefs"].numpy())
         out = {"v": sse, "n": np.array([n], np.int64)}
     else:
         raise ValueError(f"unknown PLS query '{op}'")
