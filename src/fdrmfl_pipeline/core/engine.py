@@ -164,6 +164,22 @@ def _state_digest(state: State) -> str:
     return h.hexdigest()[:16]
 
 
+def _history_row(
+    rnd: int, client: int, u: ClientUpdate | None, n_train: int, vals: dict[int, float]
+) -> dict:
+    """One (round, client) row of the training history; ``u`` None: the client did not train."""
+    return {
+        "round": rnd,
+        "client": client,
+        "participated": u is not None,
+        "n_samples": n_train,
+        "train_loss": u.metrics["train_loss"] if u else np.nan,
+        **{f"loss_{t}": (u.metrics[f"train_{t}"] if u else np.nan) for t in LOSS_TERMS},
+        "val_mse": vals.get(client, float("nan")),
+        "seconds": u.metrics["seconds"] if u else 0.0,
+    }
+
+
 def _save_checkpoint(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -265,19 +281,7 @@ def run_rounds(
             logger.info("Resuming from checkpoint %s after round %d", checkpoint_path, ck["round"])
     if start_round == 1 and warm:
         vals0 = runner.evaluate({c: global_state for c in ids})
-        history.extend(
-            {
-                "round": 0,
-                "client": c,
-                "participated": False,
-                "n_samples": runner.n_train(c),
-                "train_loss": np.nan,
-                **{f"loss_{t}": np.nan for t in LOSS_TERMS},
-                "val_mse": vals0.get(c, float("nan")),
-                "seconds": 0.0,
-            }
-            for c in ids
-        )
+        history.extend(_history_row(0, c, None, runner.n_train(c), vals0) for c in ids)
         finite0 = [v for v in vals0.values() if np.isfinite(v)]
         if finite0:
             best = (float(np.mean(finite0)), 0, global_state, dict(client_states))
@@ -320,18 +324,7 @@ def run_rounds(
         round_rows = []
         for c in ids:
             u = by_id.get(c)
-            round_rows.append(
-                {
-                    "round": rnd,
-                    "client": c,
-                    "participated": u is not None,
-                    "n_samples": runner.n_train(c),
-                    "train_loss": u.metrics["train_loss"] if u else np.nan,
-                    **{f"loss_{t}": (u.metrics[f"train_{t}"] if u else np.nan) for t in LOSS_TERMS},
-                    "val_mse": vals.get(c, float("nan")),
-                    "seconds": u.metrics["seconds"] if u else 0.0,
-                }
-            )
+            round_rows.append(_history_row(rnd, c, u, runner.n_train(c), vals))
         history.extend(round_rows)
         finite = [r["val_mse"] for r in round_rows if np.isfinite(r["val_mse"])]
         mean_val = float(np.mean(finite)) if finite else float("nan")
