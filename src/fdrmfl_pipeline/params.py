@@ -255,7 +255,7 @@ class TrainingParams(_Strict):
 
 
 # --------------------------------------------------------------------------- downstream
-RegressorName = Literal["rf", "ridge", "pls", "gp", "mean"]
+RegressorName = Literal["rf", "ridge", "pls", "gp", "gp_fed", "mean"]
 
 
 class RegressionParams(_Strict):
@@ -282,6 +282,16 @@ class BaselinesParams(_Strict):
         "they need the data in one place, so they are bars to compare with, not federated methods",
     )
     vae_epochs: int = Field(80, ge=1)
+
+    @field_validator("pooled_regressors")
+    @classmethod
+    def _not_federated(cls, v: list[str]) -> list[str]:
+        if "gp_fed" in v:
+            raise ValueError(
+                "baselines.pooled_regressors cannot hold 'gp_fed' (a federated regressor, fitted "
+                "from client sums: list it under baselines.regressors instead)"
+            )
+        return v
 
 
 class EvaluationParams(_Strict):

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-REGRESSORS = ("rf", "ridge", "pls", "gp")
+REGRESSORS = ("rf", "ridge", "pls", "gp", "gp_fed")
+# fitted across clients from summed statistics only (core.fedgp), not per client
+FEDERATED_REGRESSORS = ("gp_fed",)
 EVAL_SPLITS = ("val", "test")
 
 
@@ -80,13 +82,22 @@ def fit_predict_per_client(
     regressors: Sequence[str],
     seed: int,
     pooled: bool = False,
+    gp_settings=None,
 ) -> pd.DataFrame:
     """Fit each regressor on every client's train rows (or all clients' train rows if ``pooled``)
-    and predict that client's val and test rows. ``features`` has sample_id, client, split, target."""
+    and predict that client's val and test rows. ``features`` has sample_id, client, split, target.
+    A federated regressor (``gp_fed``) is fitted once from every client's sums and is skipped
+    when ``pooled`` (it never needs the rows in one place)."""
     out = []
     clients = sorted(features["client"].unique())
     train_all = features[features["split"] == "train"]
     for reg in regressors:
+        if reg in FEDERATED_REGRESSORS:
+            if not pooled:
+                out.append(
+                    _federated_gp(features, feature_cols, method, clients, seed, gp_settings)
+                )
+            continue
         if pooled:
             model = _fit(reg, train_all, feature_cols, seed)
         for c in clients:
@@ -105,6 +116,31 @@ def fit_predict_per_client(
                         rows["sample_id"].to_numpy(), c, split, method, name, rows["target"], pred
                     )
                 )
+    return pd.concat(out, ignore_index=True) if out else empty_predictions()
+
+
+def _federated_gp(
+    features: pd.DataFrame, cols, method: str, clients, seed: int, settings=None
+) -> pd.DataFrame:
+    """The random-feature GP fitted from each client's sums (``core.fedgp``); every client then
+    predicts its own val and test rows."""
+    from fdrmfl_pipeline.core.fedgp import GPClient, fit_federated_gp
+
+    cols = list(cols)
+    parts = {c: features[features["client"] == c] for c in clients}
+    gp_clients = []
+    for c in clients:
+        train = parts[c][parts[c]["split"] == "train"]
+        gp_clients.append(GPClient(train[cols].to_numpy(np.float64), train["target"].to_numpy()))
+    model = fit_federated_gp(gp_clients, seed, settings)
+    out = []
+    for c in clients:
+        for split in EVAL_SPLITS:
+            rows = parts[c][parts[c]["split"] == split]
+            if len(rows):
+                pred = model.predict(rows[cols].to_numpy(np.float64))
+                ids = rows["sample_id"].to_numpy()
+                out.append(_rows(ids, c, split, method, "gp_fed", rows["target"], pred))
     return pd.concat(out, ignore_index=True) if out else empty_predictions()
 
 
