@@ -293,3 +293,42 @@ def test_two_processes_on_one_postgresql_study(tmp_path, postgres_url):
     assert len({t.number for t in trials}) == len(trials)
     assert len({tuple(sorted(t.params.items())) for t in complete}) == n  # no duplicated work
     assert all(t.user_attrs.get("surplus") for t in trials if t.state.name == "FAIL")
+
+
+def test_tune_narrows_the_shared_search_space_and_names_unknown_entries():
+    p = _params(tune=["lr"])
+    assert [e.name for e in tuning_nodes.search_entries(p)] == ["lr"]
+    with pytest.raises(ValidationError, match=r"lr_typo"):
+        _params(tune=["lr_typo"])
+
+
+def test_first_trial_is_the_environments_own_setting(tmp_path):
+    trials, _ = _tune(tmp_path)
+    first = trials.sort_values("number").iloc[0]
+    assert first["params_lr"] == TRAIN.lr
+    assert first["params_latent_dim"] == TRAIN.latent_dim
+    assert first["params_lambda_mi"] == TRAIN.lambda_mi
+    # a setting outside a tuned range is left to the sampler, not forced in
+    narrow = {"lr": {"type": "float", "low": 0.02, "high": 0.05}}
+    assert tuning_nodes.start_point(_params(search_space=narrow, tune=None), TRAIN) == {}
+
+
+def test_the_objective_starts_from_the_environments_warm_start(tmp_path):
+    """With rounds=0 every trial is the federated PLS warm start alone: all values equal that
+    start's validation MSE, which a random initialisation does not reach."""
+    data, assign, clients, *_ = tiny_clients()
+    warm = TRAIN.model_copy(update={"warm_start": "pls", "rounds": 0})
+    trials, _ = tuning_nodes.tune(
+        to_arrow(data), assign, _params(tune=["lr"]), warm, 0, tmp_path / "w"
+    )
+    values = trials.loc[trials["state"] == "COMPLETE", "value"].to_numpy()
+    assert len(values) == 3 and np.ptp(values) == 0.0
+    cold, _ = tuning_nodes.tune(
+        to_arrow(data),
+        assign,
+        _params(tune=["lr"]),
+        TRAIN.model_copy(update={"rounds": 1}),
+        0,
+        tmp_path / "c",
+    )
+    assert values[0] < cold["value"].min()

@@ -338,6 +338,22 @@ class TuningParams(_Strict):
     pruner_startup_trials: int = Field(3, ge=0)
     pruner_warmup_rounds: int = Field(1, ge=0)
     search_space: dict[str, SearchEntryParams] = Field(default_factory=dict)
+    tune: list[str] | None = Field(
+        None,
+        description="the search_space entries this study tunes (an environment narrows the "
+        "shared search space with it); null: all of them",
+    )
+
+    @model_validator(mode="after")
+    def _tune_subset(self) -> TuningParams:
+        if self.tune is not None:
+            missing = [k for k in self.tune if k not in self.search_space]
+            if missing or not self.tune:
+                raise ValueError(
+                    f"tuning.tune must name search_space entries; {missing or 'empty list'} "
+                    f"not among {sorted(self.search_space)}"
+                )
+        return self
 
     @field_validator("search_space")
     @classmethod

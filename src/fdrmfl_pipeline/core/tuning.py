@@ -136,11 +136,14 @@ def run_study(
     timeout: float | None = None,
     pruner=None,
     single_worker: bool = True,
+    start_point: dict | None = None,
 ):
     """Run trials until the study holds ``n_trials`` finished trials (or ``timeout`` seconds).
 
     ``objective(trial)`` gets an Optuna trial whose parameters are already suggested (read them
-    from ``trial.params``) and returns the value to minimise.
+    from ``trial.params``) and returns the value to minimise. ``start_point`` (e.g. the
+    environment's current settings) is the first trial of a new study, so the best trial is
+    never worse on the objective than the configuration it started from.
     """
     import optuna
     from optuna.trial import TrialState
@@ -162,8 +165,10 @@ def run_study(
         sampler=sampler,
         pruner=pruner,
     )
+    if start_point and already == 0 and worker_id == 0:
+        study.enqueue_trial(start_point, user_attrs={"start_point": True})
     start = time.monotonic()
-    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     while timeout is None or time.monotonic() - start < timeout:
         if len(study.get_trials(deepcopy=False, states=counted)) >= n_trials:
             break  # finished or being finished by another worker: no new trial needed

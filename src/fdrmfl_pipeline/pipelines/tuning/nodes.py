@@ -31,10 +31,26 @@ def without_test_rows(
 def search_entries(params: TuningParams) -> list:
     from fdrmfl_pipeline.core.tuning import SearchEntry
 
+    names = params.tune if params.tune is not None else list(params.search_space)
     return [
         SearchEntry(name, e.type, e.low, e.high, e.log, tuple(e.choices) if e.choices else None)
-        for name, e in params.search_space.items()
+        for name in names
+        for e in [params.search_space[name]]
     ]
+
+
+def start_point(params: TuningParams, training: TrainingParams) -> dict:
+    """The environment's current value of every tuned parameter that lies inside its range."""
+    point = {}
+    for entry in search_entries(params):
+        value = getattr(training, entry.name)
+        if entry.kind == "categorical":
+            inside = value in (entry.choices or ())
+        else:
+            inside = value is not None and entry.low <= value <= entry.high
+        if inside:
+            point[entry.name] = value
+    return point
 
 
 def mean_val_mse(history: list[dict], rnd: int) -> float:
@@ -61,6 +77,7 @@ def tune(
     from fdrmfl_pipeline.pipelines.training.nodes import (
         client_data,
         federation_config,
+        initial_state,
         local_train_config,
         model_config,
     )
@@ -69,9 +86,17 @@ def tune(
     torch.use_deterministic_algorithms(True)
     table, assignments = without_test_rows(multimodal_dataset, client_assignments)
     data, names, clients, scalers = client_data(table, assignments, training, seed)
+    starts: dict[str, Any] = {}  # warm starts, computed once per model shape
+
+    def warm_start(cfg, p: TrainingParams):
+        key = repr((cfg, p.warm_start, p.pls_components))
+        if key not in starts:
+            starts[key] = initial_state(cfg, clients, names, p, seed)
+        return starts[key]
 
     def objective(trial: optuna.Trial) -> float:
         p = TrainingParams.model_validate({**training.model_dump(), **trial.params})
+        cfg = model_config(data, names, p)
 
         def report(rnd: int, val: float) -> None:
             trial.report(val, rnd)
@@ -79,12 +104,13 @@ def tune(
                 raise optuna.TrialPruned
 
         res = run_federated(
-            model_config(data, names, p),
+            cfg,
             clients,
             scalers,
             local_train_config(p),
             federation_config(p, seed),
             on_round_end=report,
+            init_state=warm_start(cfg, p),
         )
         return mean_val_mse(res.history, res.best_round)
 
@@ -102,6 +128,7 @@ def tune(
             params.pruner, params.pruner_startup_trials, params.pruner_warmup_rounds
         ),
         single_worker=params.storage == "sqlite",
+        start_point=start_point(params, training),
     )
     trials = tuning.trials_frame(study)
     complete = trials[trials["state"] == "COMPLETE"]
