@@ -36,7 +36,7 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## make tune: one Optuna job (ARGS="--config run_configs/tune_sim_f1.yml" for a named job)
+## make tune: one Optuna job (ARGS="--config run_configs/tune_paper_sim_f1.yml" for a named job)
 tune: $(VENV)/.installed-base
 	$(BIN)/kedro run --pipelines ingestion,partitioning,tuning $(ARGS)
 
