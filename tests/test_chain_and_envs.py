@@ -108,3 +108,27 @@ def test_environments_override_single_parameters_and_keep_the_rest(tmp_path):
         params = s.load_context().params
     assert params["training"].lambda_mi == 0.123  # from base, not replaced by the environment
     assert params["training"].rounds == 15 and params["ingestion"].source == "tecator"
+
+
+def test_every_experiment_has_a_named_tuning_job_that_validates(tmp_path):
+    """run_configs/tune_<env>.yml for every environment; its study tunes a non-empty subset of
+    the shared search space, and the environment's own values are its first trial."""
+    import sys
+
+    sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+    from tune_experiments import job
+
+    from fdrmfl_pipeline.pipelines.tuning.nodes import search_entries, start_point
+
+    project = make_project(tmp_path / "p")
+    bootstrap_project(project)
+    for env in ENVS:
+        name, pipelines, runtime = job(env)
+        assert name == env and pipelines == ["ingestion", "partitioning", "tuning"]
+        assert runtime["tuning"]["study_name"] == f"tune_{env}"
+        with KedroSession.create(project_path=project, env=env, runtime_params=runtime) as s:
+            params = s.load_context().params
+        tuning, training = params["tuning"], params["training"]
+        names = [e.name for e in search_entries(tuning)]
+        assert names and "latent_dim" not in names, env
+        assert set(start_point(tuning, training)) == set(names), env
