@@ -1,0 +1,57 @@
+"""The benchmark tables' choices: made on validation rows only."""
+
+from __future__ import annotations
+
+import sys
+
+import pandas as pd
+
+from .conftest import PROJECT_ROOT
+
+sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+import paper_tables as pt  # noqa: E402
+
+
+def _rows(method: str, val: float, test: float, regressor: str = "head") -> pd.DataFrame:
+    rows = []
+    for seed in range(2):
+        for client in range(3):
+            for split, mse in (("val", val), ("test", test)):
+                rows.append(
+                    {
+                        "experiment": "paper_tecator_fat",
+                        "method": method,
+                        "regressor": regressor,
+                        "client": client,
+                        "split": split,
+                        "scope": "client",
+                        "seed": seed,
+                        "mse": mse,
+                        "rmse": mse**0.5,
+                        "r2": 0.9,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_headline_takes_the_fdrmfl_settings_with_the_lower_validation_mse():
+    rows = pd.concat(
+        [
+            _rows("fdrmfl", val=0.5, test=0.4),  # better on test, worse on validation
+            _rows("fdrmfl-tuned", val=0.3, test=0.9),
+            _rows("raw_pooled", val=0.2, test=0.2, regressor="pls_pooled"),
+        ]
+    )
+    head = pt.headline(pt.summarise(rows)).iloc[0]
+    assert head["settings (val)"] == "tuned"
+    assert head["FDRMFL"].startswith("0.9")
+    assert head["met"] == "yes"  # 0.9 <= 1.71
+    assert head["pooled anchor, same splits"].startswith("0.2")
+
+
+def test_tuned_variant_only_runs_where_a_study_was_stored(tmp_path, monkeypatch):
+    monkeypatch.setattr(pt, "TUNED", tmp_path)
+    assert "fdrmfl-tuned" not in pt.variants_for("paper_corn_oil", pt.DEFAULT_VARIANTS, False)
+    (tmp_path / "paper_corn_oil.yml").write_text("study: {}\ntraining: {lr: 0.001}\n")
+    assert "fdrmfl-tuned" in pt.variants_for("paper_corn_oil", pt.DEFAULT_VARIANTS, False)
+    assert pt.tuned_overrides("paper_corn_oil") == {"lr": 0.001}
