@@ -81,14 +81,22 @@ FDRMFL_CONFIGS = ("fdrmfl", "fdrmfl-tuned")
 TUNED = ROOT / "benchmarks" / "tuned"
 
 
-def tuned_overrides(exp: str) -> dict | None:
-    """The ``training:`` values the experiment's tuning study chose (None: not tuned yet)."""
+def tuning_study(exp: str) -> dict | None:
+    """The experiment's stored tuning result (``benchmarks/tune_experiments.py``), if any."""
     import yaml
 
     path = TUNED / f"{exp}.yml"
-    if not path.exists():
+    return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
+def tuned_overrides(exp: str) -> dict | None:
+    """The ``training:`` values the experiment's study chose; None when there is no study or
+    its best trial is trial 0, the environment's own values (training again would repeat the
+    ``fdrmfl`` run exactly)."""
+    study = tuning_study(exp)
+    if study is None or study.get("study", {}).get("best_trial") == 0:
         return None
-    return dict(yaml.safe_load(path.read_text())["training"])
+    return dict(study["training"])
 
 
 def variants_for(exp: str, variants: list[str], explicit: bool) -> list[str]:
@@ -261,6 +269,15 @@ def summarise(all_rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _settings_label(exp: str, config: str) -> str:
+    if config == "fdrmfl-tuned":
+        return "tuned"
+    study = tuning_study(exp)
+    if study is not None and study.get("study", {}).get("best_trial") == 0:
+        return "hand-set (= study's best)"
+    return "hand-set"
+
+
 def _fmt(mean: float, sd: float) -> str:
     return f"{mean:.4g}" + ("" if np.isnan(sd) else f" ± {sd:.2g}")
 
@@ -286,7 +303,7 @@ def headline(summary: pd.DataFrame) -> pd.DataFrame:
                 "metric": "test RMSE, all rows" if metric == "rmse_pooled" else "test MSE",
                 "FDRMFL": _fmt(ours["test_mean"], ours["test_sd"]),
                 "regressor": ours["regressor"],
-                "settings (val)": "tuned" if config == "fdrmfl-tuned" else "hand-set",
+                "settings (val)": _settings_label(exp, config),
                 "warm start alone": "-" if fpls is None else f"{fpls['test_mean']:.4g}",
                 "pooled anchor, same splits": "-"
                 if pooled is None

@@ -52,6 +52,10 @@ def test_headline_takes_the_fdrmfl_settings_with_the_lower_validation_mse():
 def test_tuned_variant_only_runs_where_a_study_was_stored(tmp_path, monkeypatch):
     monkeypatch.setattr(pt, "TUNED", tmp_path)
     assert "fdrmfl-tuned" not in pt.variants_for("paper_corn_oil", pt.DEFAULT_VARIANTS, False)
-    (tmp_path / "paper_corn_oil.yml").write_text("study: {}\ntraining: {lr: 0.001}\n")
+    study = tmp_path / "paper_corn_oil.yml"
+    study.write_text("study: {best_trial: 4}\ntraining: {lr: 0.001}\n")
     assert "fdrmfl-tuned" in pt.variants_for("paper_corn_oil", pt.DEFAULT_VARIANTS, False)
     assert pt.tuned_overrides("paper_corn_oil") == {"lr": 0.001}
+    # best trial 0 is the environment's own values: training again would repeat 'fdrmfl'
+    study.write_text("study: {best_trial: 0}\ntraining: {lr: 0.001}\n")
+    assert "fdrmfl-tuned" not in pt.variants_for("paper_corn_oil", pt.DEFAULT_VARIANTS, False)
