@@ -73,9 +73,9 @@ class GPClient:
             y = self._y(scaler)
             return phi.T @ phi, phi.T @ y, float(y @ y)
 
-    def vjp(self, basis, scaler, log_ell, grad_g, grad_c) -> np.ndarray:
+    def vjp(self, basis, scaler, log_ell, grad_g, grad_c):
         """``∂/∂ log ℓ`` of ``<grad_g, Φ_kᵀΦ_k> + <grad_c, Φ_kᵀy_k>``: this client's share of the
-        marginal-likelihood gradient."""
+        marginal-likelihood gradient (a tensor with one entry per input dimension)."""
         import torch
 
         ell = log_ell.detach().clone().requires_grad_(True)
