@@ -28,6 +28,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import paper_tables as pt  # noqa: E402
 
+from fdrmfl_pipeline.best_params import parse_params_string  # noqa: E402
+
 TUNED = pt.ROOT / "benchmarks" / "tuned"
 RUN_CONFIGS = pt.ROOT / "run_configs"
 logger = logging.getLogger("tune_experiments")
@@ -37,16 +39,10 @@ def job(exp: str) -> tuple[str, list[str], dict]:
     """Environment, pipelines and runtime parameters of ``run_configs/tune_<exp>.yml``."""
     path = RUN_CONFIGS / f"tune_{exp}.yml"
     run = yaml.safe_load(path.read_text())["run"]
-    params: dict = {}
-    for item in filter(None, (run.get("params") or "").split(",")):
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ValueError(f"{path}: params item '{item}' is not key=value")
-        *parents, leaf = key.strip().split(".")
-        node = params
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(text)
+    try:
+        params = parse_params_string(run.get("params"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
     return run["env"], [p.strip() for p in run["pipelines"].split(",")], params
 
 
@@ -92,7 +88,6 @@ def main() -> None:
     corn_dir = args.corn_dir.resolve()
     exps = [e for e in args.experiments if "corn" not in e or (corn_dir / "corn_m5.csv").exists()]
     TUNED.mkdir(parents=True, exist_ok=True)
-    done = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = {pool.submit(tune_one, e, args.trials, str(corn_dir)): e for e in exps}
         for fut in as_completed(futures):
@@ -107,7 +102,6 @@ def main() -> None:
                 f"({time.strftime('%Y-%m-%d')}); paper_tables.py trains 'fdrmfl-tuned' with it\n"
             )
             (TUNED / f"{exp}.yml").write_text(header + yaml.safe_dump(res["best"], sort_keys=False))
-            done.append(res)
     summary_table(sorted(f.stem for f in TUNED.glob("*.yml")))
 
 

@@ -332,3 +332,12 @@ def test_the_objective_starts_from_the_environments_warm_start(tmp_path):
         tmp_path / "c",
     )
     assert values[0] < cold["value"].min()
+
+
+def test_params_strings_round_trip_and_name_a_bad_item():
+    from fdrmfl_pipeline.best_params import parse_params_string, to_params_string
+
+    best = {"training": {"lr": 0.0005, "lambda_kl": 1e-05, "warm_start": "pls", "rounds": 3}}
+    assert parse_params_string(to_params_string(best)) == best
+    with pytest.raises(ValueError, match="'training.lr' is not key=value"):
+        parse_params_string("seed=1,training.lr")

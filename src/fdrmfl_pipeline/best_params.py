@@ -38,6 +38,22 @@ def to_params_string(best: dict) -> str:
     return ",".join(f"training.{k}={_fmt(v)}" for k, v in sorted(best.get("training", {}).items()))
 
 
+def parse_params_string(text: str | None) -> dict:
+    """The inverse: ``a.b=1,c=x`` (a ``kedro run --params`` string) -> nested dict, values parsed
+    as YAML scalars."""
+    out: dict = {}
+    for item in filter(None, (text or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"params item '{item}' is not key=value")
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -104,21 +104,6 @@ def _session(project: Path, env: str | None, params: dict):
     return KedroSession.create(project_path=project, env=env, runtime_params=params)
 
 
-def _parse_params(text: str | None) -> dict:
-    """``a.b=1,c=x`` -> nested dict (values parsed as YAML scalars)."""
-    import yaml
-
-    out: dict = {}
-    for item in filter(None, (text or "").split(",")):
-        key, _, value = item.partition("=")
-        node = out
-        *parents, leaf = key.strip().split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
-    return out
-
-
 def _merge(a: dict, b: dict) -> dict:
     out = dict(a)
     for k, v in b.items():
@@ -314,6 +299,8 @@ def _tail(path: Path, n: int = 1500) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from fdrmfl_pipeline.best_params import parse_params_string
+
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -330,7 +317,12 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
     kill = tuple(int(v) for v in args.kill_client.split(":")) if args.kill_client else None
     federate_local(
-        args.project, args.clients, args.env, _parse_params(args.params), args.round_timeout, kill
+        args.project,
+        args.clients,
+        args.env,
+        parse_params_string(args.params),
+        args.round_timeout,
+        kill,
     )
 
 
