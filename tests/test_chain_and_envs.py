@@ -132,3 +132,24 @@ def test_every_experiment_has_a_named_tuning_job_that_validates(tmp_path):
         names = [e.name for e in search_entries(tuning)]
         assert names and "latent_dim" not in names, env
         assert set(start_point(tuning, training)) == set(names), env
+        # the downstream regressors and the baselines share one fitting protocol per table
+        assert params["regression"].refit_on_val == params["baselines"].refit_on_val, env
+
+
+def test_benchmark_baseline_overrides_keep_the_environments_refit(tmp_path):
+    """paper_tables passes its own baselines lists at run time; the standard-split environments'
+    refit on train + val (the anchor's 172 training samples) must survive that merge."""
+    import sys
+
+    sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+    from paper_tables import baselines_for
+
+    project = make_project(tmp_path / "p")
+    bootstrap_project(project)
+    runtime = {"baselines": baselines_for("tecator_standard_fat", quick=True)}
+    with KedroSession.create(
+        project_path=project, env="tecator_standard_fat", runtime_params=runtime
+    ) as s:
+        params = s.load_context().params
+    assert params["baselines"].refit_on_val and params["regression"].refit_on_val
+    assert params["baselines"].pooled_regressors == ["pls", "ridge"]

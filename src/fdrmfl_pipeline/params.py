@@ -263,6 +263,11 @@ class RegressionParams(_Strict):
     include_head: bool = True
     pooled: bool = Field(False, description="also fit one regressor on all clients' train features")
     method: str | None = Field(None, description="method label; default: training.strategy")
+    refit_on_val: bool = Field(
+        False,
+        description="test predictions from each regressor refitted on train + val (val predictions "
+        "stay train-only fits, so val still chooses between regressors); test never enters a fit",
+    )
 
 
 class BaselinesParams(_Strict):
@@ -282,6 +287,11 @@ class BaselinesParams(_Strict):
         "they need the data in one place, so they are bars to compare with, not federated methods",
     )
     vae_epochs: int = Field(80, ge=1)
+    refit_on_val: bool = Field(
+        False,
+        description="test predictions from each regressor refitted on train + val (val predictions "
+        "stay train-only fits, so val still chooses between regressors); test never enters a fit",
+    )
 
     @field_validator("pooled_regressors")
     @classmethod

@@ -1,7 +1,11 @@
 """Downstream regressors on extracted features (Z or a baseline's features).
 
 Every regressor is fitted on a client's ``train`` rows only (or on all clients' ``train`` rows
-for the pooled option); its feature scaler too.
+for the pooled option); its feature scaler too. With ``refit_on_val`` the ``val`` predictions
+still come from that train-only fit (so ``val`` stays a held-out score for choosing a regressor),
+while the ``test`` predictions come from the same regressor refitted on ``train`` + ``val`` (its
+own choices -- ridge penalty, PLS components, GP hyper-parameters -- redone on those rows). Test
+rows never enter a fit.
 """
 
 from __future__ import annotations
@@ -83,34 +87,39 @@ def fit_predict_per_client(
     seed: int,
     pooled: bool = False,
     gp_settings=None,
+    refit_on_val: bool = False,
 ) -> pd.DataFrame:
     """Fit each regressor on every client's train rows (or all clients' train rows if ``pooled``)
     and predict that client's val and test rows. ``features`` has sample_id, client, split, target.
     A federated regressor (``gp_fed``) is fitted once from every client's sums and is skipped
-    when ``pooled`` (it never needs the rows in one place)."""
+    when ``pooled`` (it never needs the rows in one place). ``refit_on_val``: test predictions
+    from a refit on train + val (module docstring)."""
     out = []
     clients = sorted(features["client"].unique())
-    train_all = features[features["split"] == "train"]
     for reg in regressors:
         if reg in FEDERATED_REGRESSORS:
             if not pooled:
                 out.append(
-                    _federated_gp(features, feature_cols, method, clients, seed, gp_settings)
+                    _federated_gp(
+                        features, feature_cols, method, clients, seed, gp_settings, refit_on_val
+                    )
                 )
             continue
-        if pooled:
-            model = _fit(reg, train_all, feature_cols, seed)
+        name = f"{reg}_pooled" if pooled else reg
+        pooled_models: dict[tuple[str, ...], object] = {}
         for c in clients:
             mine = features[features["client"] == c]
-            train = mine[mine["split"] == "train"]
-            if not pooled:
-                model = _fit(reg, train, feature_cols, seed)
+            models: dict[tuple[str, ...], object] = pooled_models if pooled else {}
             for split in EVAL_SPLITS:
                 rows = mine[mine["split"] == split]
                 if len(rows) == 0:
                     continue
-                pred = _predict(model, rows, feature_cols)
-                name = f"{reg}_pooled" if pooled else reg
+                fit_on = _fit_splits(split, refit_on_val)
+                if fit_on not in models:
+                    fit_rows = features if pooled else mine
+                    fit_rows = fit_rows[fit_rows["split"].isin(fit_on)]
+                    models[fit_on] = _fit(reg, fit_rows, feature_cols, seed)
+                pred = _predict(models[fit_on], rows, feature_cols)
                 out.append(
                     _rows(
                         rows["sample_id"].to_numpy(), c, split, method, name, rows["target"], pred
@@ -119,26 +128,42 @@ def fit_predict_per_client(
     return pd.concat(out, ignore_index=True) if out else empty_predictions()
 
 
+def _fit_splits(split: str, refit_on_val: bool) -> tuple[str, ...]:
+    """The rows a regressor predicting ``split`` is fitted on: train, or train + val for test."""
+    return ("train", "val") if refit_on_val and split == "test" else ("train",)
+
+
 def _federated_gp(
-    features: pd.DataFrame, cols, method: str, clients, seed: int, settings=None
+    features: pd.DataFrame,
+    cols,
+    method: str,
+    clients,
+    seed: int,
+    settings=None,
+    refit_on_val: bool = False,
 ) -> pd.DataFrame:
     """The random-feature GP fitted from each client's sums (``core.fedgp``); every client then
-    predicts its own val and test rows."""
+    predicts its own val and test rows (test from a refit on train + val if ``refit_on_val``)."""
     from fdrmfl_pipeline.core.fedgp import GPClient, fit_federated_gp
 
     cols = list(cols)
     parts = {c: features[features["client"] == c] for c in clients}
-    gp_clients = []
-    for c in clients:
-        train = parts[c][parts[c]["split"] == "train"]
-        gp_clients.append(GPClient(train[cols].to_numpy(np.float64), train["target"].to_numpy()))
-    model = fit_federated_gp(gp_clients, seed, settings)
+    models = {}
     out = []
-    for c in clients:
-        for split in EVAL_SPLITS:
+    for split in EVAL_SPLITS:
+        fit_on = _fit_splits(split, refit_on_val)
+        if fit_on not in models:
+            gp_clients = []
+            for c in clients:
+                train = parts[c][parts[c]["split"].isin(fit_on)]
+                gp_clients.append(
+                    GPClient(train[cols].to_numpy(np.float64), train["target"].to_numpy())
+                )
+            models[fit_on] = fit_federated_gp(gp_clients, seed, settings)
+        for c in clients:
             rows = parts[c][parts[c]["split"] == split]
             if len(rows):
-                pred = model.predict(rows[cols].to_numpy(np.float64))
+                pred = models[fit_on].predict(rows[cols].to_numpy(np.float64))
                 ids = rows["sample_id"].to_numpy()
                 out.append(_rows(ids, c, split, method, "gp_fed", rows["target"], pred))
     return pd.concat(out, ignore_index=True) if out else empty_predictions()

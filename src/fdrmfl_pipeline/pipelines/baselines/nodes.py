@@ -36,7 +36,13 @@ def _pooled_anchor(clients, names, params: BaselinesParams, seed: int) -> pd.Dat
     frame = _raw_frame(clients, names)
     cols = [col for col in frame.columns if col.startswith("f_")]
     out = fit_predict_per_client(
-        frame, cols, "raw_pooled", params.pooled_regressors, seed, pooled=True
+        frame,
+        cols,
+        "raw_pooled",
+        params.pooled_regressors,
+        seed,
+        pooled=True,
+        refit_on_val=params.refit_on_val,
     )
     logger.info(
         "pooled anchor %s on %d train rows: %.1fs",
@@ -86,7 +92,11 @@ def baseline_predictions(
             )
             cols = [col for col in frame.columns if col.startswith("f_")]
             regs = params.raw_regressors if name == "raw" else params.regressors
-            out.append(fit_predict_per_client(frame, cols, name, regs, seed))
+            out.append(
+                fit_predict_per_client(
+                    frame, cols, name, regs, seed, refit_on_val=params.refit_on_val
+                )
+            )
             logger.info(
                 "baseline %s on client %d: %d features, %.1fs",
                 name,
@@ -109,7 +119,11 @@ def baseline_predictions(
                 ],
                 ignore_index=True,
             )
-            out.append(fit_predict_per_client(frame, [], "mean", ["mean"], seed))
+            out.append(
+                fit_predict_per_client(
+                    frame, [], "mean", ["mean"], seed, refit_on_val=params.refit_on_val
+                )
+            )
     if params.pooled_regressors:
         # one affine scaling for every row, so the pooled fit sees the inputs as if concatenated
         pooled, _ = build_clients(data, client_assignments, names, "federated", seed)

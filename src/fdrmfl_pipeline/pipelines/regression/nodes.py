@@ -14,16 +14,28 @@ logger = logging.getLogger(__name__)
 def predict_from_features(
     extracted_features: pd.DataFrame, params: RegressionParams, strategy: str, seed: int
 ) -> pd.DataFrame:
-    """Per client: fit each regressor on its train features, predict val and test (+ the head)."""
+    """Per client: fit each regressor on its train features, predict val and test (+ the head;
+    test from a refit on train + val when ``refit_on_val``)."""
     from fdrmfl_pipeline.core.downstream import fit_predict_per_client, head_predictions
 
     method = params.method or strategy
     cols = [c for c in extracted_features.columns if c.startswith("z_")]
-    parts = [fit_predict_per_client(extracted_features, cols, method, params.regressors, seed)]
+    refit = params.refit_on_val
+    parts = [
+        fit_predict_per_client(
+            extracted_features, cols, method, params.regressors, seed, refit_on_val=refit
+        )
+    ]
     if params.pooled:
         parts.append(
             fit_predict_per_client(
-                extracted_features, cols, method, params.regressors, seed, pooled=True
+                extracted_features,
+                cols,
+                method,
+                params.regressors,
+                seed,
+                pooled=True,
+                refit_on_val=refit,
             )
         )
     if params.include_head:
