@@ -174,3 +174,25 @@ def test_lasso_without_linear_signal_starts_at_the_mean():
     warm_start_linear(model, fit.blocks(names, sizes), fit.coef)
     _, y_hat = predict(model, clients[0].splits["test"])
     assert np.allclose(y_hat, 0.0)
+
+
+def test_lasso_path_size_sets_the_number_of_aggregated_queries():
+    """training.lasso_penalties x lasso_iterations FISTA steps, one X^T X w query each (plus 30
+    for the step size and 1 for the chosen weights' variance): the knob that bounds the Flower
+    round trips of the lasso warm start."""
+    from fdrmfl_pipeline.core.pls import InProcessPLS, warm_start_state
+
+    data, _, clients, _, config = tiny_clients()
+
+    class Counting(InProcessPLS):
+        queries = 0
+
+        def gram_times(self, r):
+            Counting.queries += 1
+            return super().gram_times(r)
+
+    oracle = Counting(clients, data.modality_names)
+    short = warm_start_state(config, oracle, 0, "lasso", lasso_penalties=3, lasso_iterations=5)
+    assert Counting.queries == 3 * 5 + 30 + 1
+    default = warm_start_state(config, InProcessPLS(clients, data.modality_names), 0, "lasso")
+    assert any(not torch.equal(short[k], default[k]) for k in short)

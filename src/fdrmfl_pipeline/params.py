@@ -208,6 +208,15 @@ class TrainingParams(_Strict):
     pls_components: int | None = Field(
         None, ge=1, description="PLS components for the warm start; null: chosen on val"
     )
+    lasso_penalties: int = Field(
+        12, ge=1, description="lasso warm start: penalties on its path (the best one on val wins)"
+    )
+    lasso_iterations: int = Field(
+        200,
+        ge=1,
+        description="lasso warm start: FISTA steps per penalty; each step is one aggregated "
+        "X^T X w query, i.e. one message round trip per client on Flower",
+    )
     rounds: int = Field(5, ge=0, description="0: only the warm start (needs warm_start != none)")
     local_epochs: int = Field(3, ge=1)
     batch_size: int = Field(32, ge=2)

@@ -258,9 +258,18 @@ def fit_lasso(
     return PLSFit((w / sd)[:, None], np.array([sd]), val_mse, 1)
 
 
-def warm_start_state(config, oracle: PLSOracle, seed: int, kind: str, n_components=None) -> dict:
+def warm_start_state(
+    config,
+    oracle: PLSOracle,
+    seed: int,
+    kind: str,
+    n_components=None,
+    lasso_penalties: int = 12,
+    lasso_iterations: int = 200,
+) -> dict:
     """Initial weights of a model of ``config`` for ``kind`` 'pls' or 'lasso': seeded random,
-    then the linear paths and the head set to the federated fit."""
+    then the linear paths and the head set to the federated fit. The lasso costs
+    ``lasso_penalties * lasso_iterations`` aggregated queries (one per FISTA step)."""
     from math import prod
 
     from fdrmfl_pipeline.core.model import build_model, warm_start_linear
@@ -268,7 +277,7 @@ def warm_start_state(config, oracle: PLSOracle, seed: int, kind: str, n_componen
     if kind == "pls":
         fit = fit_pls(oracle, config.latent_dim, n_components)
     elif kind == "lasso":
-        fit = fit_lasso(oracle)
+        fit = fit_lasso(oracle, n_alphas=lasso_penalties, iterations=lasso_iterations)
     else:
         raise ValueError(f"unknown warm start '{kind}'; expected pls or lasso")
     names = [m.name for m in config.modalities]

@@ -419,6 +419,8 @@ def run_server(grid: Grid, job: FlowerJob) -> tuple[TrainingResult, dict[int, Sc
             job.federation().seed,
             kind,
             job.extra.get("pls_components"),
+            job.extra.get("lasso_penalties", 12),
+            job.extra.get("lasso_iterations", 200),
         )
     result = run_rounds(
         job.model(), runner, job.local(), job.federation(), checkpoint_path=ck, init_state=init

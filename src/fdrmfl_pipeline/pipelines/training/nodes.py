@@ -97,8 +97,13 @@ def federation_config(params: TrainingParams, seed: int):
 
 
 def flower_extra(params: TrainingParams) -> dict:
-    """Settings a Flower server needs beyond the model and loss: the warm start."""
-    return {"warm_start": params.warm_start, "pls_components": params.pls_components}
+    """Settings a Flower server needs beyond the model and loss: the warm start's."""
+    return {
+        "warm_start": params.warm_start,
+        "pls_components": params.pls_components,
+        "lasso_penalties": params.lasso_penalties,
+        "lasso_iterations": params.lasso_iterations,
+    }
 
 
 def initial_state(cfg, clients, names, params: TrainingParams, seed: int):
@@ -108,7 +113,13 @@ def initial_state(cfg, clients, names, params: TrainingParams, seed: int):
     from fdrmfl_pipeline.core.pls import InProcessPLS, warm_start_state
 
     return warm_start_state(
-        cfg, InProcessPLS(clients, names), seed, params.warm_start, params.pls_components
+        cfg,
+        InProcessPLS(clients, names),
+        seed,
+        params.warm_start,
+        params.pls_components,
+        params.lasso_penalties,
+        params.lasso_iterations,
     )
 
 

@@ -77,6 +77,7 @@ def tune(
     from fdrmfl_pipeline.pipelines.training.nodes import (
         client_data,
         federation_config,
+        flower_extra,
         initial_state,
         local_train_config,
         model_config,
@@ -89,7 +90,7 @@ def tune(
     starts: dict[str, Any] = {}  # warm starts, computed once per model shape
 
     def warm_start(cfg, p: TrainingParams):
-        key = repr((cfg, p.warm_start, p.pls_components))
+        key = repr((cfg, flower_extra(p)))  # the model shape and the warm start's settings
         if key not in starts:
             starts[key] = initial_state(cfg, clients, names, p, seed)
         return starts[key]
