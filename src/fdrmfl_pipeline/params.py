@@ -267,16 +267,19 @@ class TrainingParams(_Strict):
 RegressorName = Literal["rf", "ridge", "pls", "gp", "gp_fed", "mean"]
 
 
+_REFIT_ON_VAL = (
+    "test predictions from each regressor on the features (not the model's own head) refitted "
+    "on train + val; val predictions stay train-only fits, so val still chooses between "
+    "regressors; test rows never enter a fit"
+)
+
+
 class RegressionParams(_Strict):
     regressors: list[RegressorName] = Field(default_factory=lambda: ["rf", "ridge"], min_length=1)
     include_head: bool = True
     pooled: bool = Field(False, description="also fit one regressor on all clients' train features")
     method: str | None = Field(None, description="method label; default: training.strategy")
-    refit_on_val: bool = Field(
-        False,
-        description="test predictions from each regressor refitted on train + val (val predictions "
-        "stay train-only fits, so val still chooses between regressors); test never enters a fit",
-    )
+    refit_on_val: bool = Field(False, description=_REFIT_ON_VAL)
 
 
 class BaselinesParams(_Strict):
@@ -296,11 +299,7 @@ class BaselinesParams(_Strict):
         "they need the data in one place, so they are bars to compare with, not federated methods",
     )
     vae_epochs: int = Field(80, ge=1)
-    refit_on_val: bool = Field(
-        False,
-        description="test predictions from each regressor refitted on train + val (val predictions "
-        "stay train-only fits, so val still chooses between regressors); test never enters a fit",
-    )
+    refit_on_val: bool = Field(False, description=_REFIT_ON_VAL)
 
     @field_validator("pooled_regressors")
     @classmethod
