@@ -196,3 +196,25 @@ def test_lasso_path_size_sets_the_number_of_aggregated_queries():
     assert Counting.queries == 3 * 5 + 30 + 1
     default = warm_start_state(config, InProcessPLS(clients, data.modality_names), 0, "lasso")
     assert any(not torch.equal(short[k], default[k]) for k in short)
+
+
+@pytest.mark.parametrize("kind", ["pls", "lasso"])
+def test_warm_start_without_validation_rows(kind, caplog):
+    """partitioning.val_fraction: 0 (the reference protocol): the warm start cannot choose on val,
+    so it says so and keeps every PLS component / the smallest lasso penalty (it used to crash
+    building the clients' empty validation designs)."""
+    from fdrmfl_pipeline.core.pls import InProcessPLS, fit_lasso, fit_pls, warm_start_state
+
+    data, _, clients, _, config = tiny_clients(val_fraction=0.0)
+    assert all(cd.val.n == 0 for cd in clients.values())
+    oracle = InProcessPLS(clients, data.modality_names)
+    with caplog.at_level("WARNING"):
+        fit = (
+            fit_pls(oracle, config.latent_dim)
+            if kind == "pls"
+            else fit_lasso(oracle, n_alphas=3, iterations=20)
+        )
+    assert fit.val_mse == [] and "no validation rows" in caplog.text
+    assert fit.weights.shape[1] == (config.latent_dim if kind == "pls" else 1)
+    state = warm_start_state(config, oracle, 0, kind, lasso_penalties=3, lasso_iterations=20)
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())

@@ -33,14 +33,16 @@ def tiny_data(n: int = 120, seed: int = 0) -> MultimodalData:
     )
 
 
-def tiny_clients(scheme: str = "iid", n_clients: int = 3, seed: int = 0, **opts):
+def tiny_clients(
+    scheme: str = "iid", n_clients: int = 3, seed: int = 0, val_fraction: float = 0.2, **opts
+):
     data = tiny_data(seed=seed)
     assign = partition(
         data.sample_ids,
         data.target,
         data.modality_names,
         data.split,
-        PartitionOptions(scheme=scheme, n_clients=n_clients, val_fraction=0.2, **opts),
+        PartitionOptions(scheme=scheme, n_clients=n_clients, val_fraction=val_fraction, **opts),
         seeding.rng(seed, "partition"),
     )
     clients, scalers = build_clients(data, assign, data.modality_names, "federated", seed)

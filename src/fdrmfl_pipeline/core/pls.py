@@ -31,7 +31,8 @@ def design(split: SplitArrays, names: Sequence[str]) -> np.ndarray:
     """(n, p) float64 design matrix: flattened modalities side by side, absent ones zero."""
     cols = []
     for j, m in enumerate(names):
-        v = split.x[m].reshape(split.n, -1).astype(np.float64)
+        x = split.x[m]
+        v = x.reshape(split.n, int(np.prod(x.shape[1:]))).astype(np.float64)  # n may be 0
         cols.append(np.where(split.mask[:, j : j + 1], v, 0.0))
     return np.concatenate(cols, axis=1) if cols else np.zeros((split.n, 0))
 
@@ -238,7 +239,11 @@ def fit_lasso(
     coefs = lasso_path(oracle, alphas, iterations)
     per_client = [e / m for e, m in oracle.val_sse(coefs) if m]
     val_mse = [float(x) for x in np.mean(per_client, axis=0)] if per_client else []
-    best = int(np.argmin(val_mse)) if val_mse else len(alphas) - 1
+    if val_mse:
+        best = int(np.argmin(val_mse))
+    else:
+        best = len(alphas) - 1
+        logger.warning("federated lasso: no validation rows, keeping the smallest penalty")
     w = coefs[:, best]
     if not np.any(w):
         logger.warning(
