@@ -5,7 +5,8 @@ and a real local Flower deployment (SuperLink + one SuperNode per client on 127.
     .venv/bin/python benchmarks/bench_engines.py --clients 3 --rounds 2
 
 Job: reference simulation f1 (2000 train + 500 test), ``paper`` partition, FDRMFL with every
-term, ``--rounds`` rounds x ``--epochs`` local epochs. Needs the flower extra. Prints a table with
+term from the project's default warm start (its aggregates are Flower queries on both Flower
+engines), ``--rounds`` rounds x ``--epochs`` local epochs. Needs the flower extra. Prints a table with
 the ratio to in-process and writes ``benchmarks/results/bench_engines.{md,json}``. The deployment
 time includes starting and stopping the SuperLink/SuperNodes; Flower's deployment runtime starts
 a fresh ClientApp process per message (torch imported each time), which dominates it.
@@ -60,6 +61,8 @@ def bench(clients: int, rounds: int, epochs: int) -> list[dict]:
     from fdrmfl_pipeline.pipelines.training.nodes import (
         client_data,
         federation_config,
+        flower_extra,
+        initial_state,
         local_train_config,
         model_config,
     )
@@ -90,13 +93,23 @@ def bench(clients: int, rounds: int, epochs: int) -> list[dict]:
             federation_config(training, seed),
         )
 
+        # every engine runs the same job, the project's warm start included
         t0 = time.perf_counter()
-        ref = run_federated(cfg, cl, scalers, local, fed)
+        init = initial_state(cfg, cl, names, training, seed)
+        ref = run_federated(cfg, cl, scalers, local, fed, init_state=init)
         rows.append({"engine": "inprocess", "seconds": time.perf_counter() - t0})
 
         t0 = time.perf_counter()
         sim, _ = simulate_training(
-            table, assign, cfg, local, fed, names, training.scaling, Path(tmp) / "sim"
+            table,
+            assign,
+            cfg,
+            local,
+            fed,
+            names,
+            training.scaling,
+            Path(tmp) / "sim",
+            extra=flower_extra(training),
         )
         rows.append({"engine": "flower-simulation", "seconds": time.perf_counter() - t0})
         same_sim = all(
@@ -149,7 +162,9 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "bench_engines.md").write_text(
         f"# bench_engines\n\nf1 2000/500, paper partition, {args.rounds} rounds x {args.epochs} local epochs, "
-        f"2-core machine\n\n{table}\n"
+        f"from the default warm start, 2-core machine; "
+        f"`.venv/bin/python benchmarks/bench_engines.py {' '.join(sys.argv[1:])}`".rstrip()
+        + f"\n\n{table}\n"
     )
     (RESULTS / "bench_engines.json").write_text(json.dumps(rows, indent=2))
     sys.stdout.write(table + "\n")
