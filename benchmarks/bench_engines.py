@@ -163,7 +163,7 @@ def main() -> None:
     (RESULTS / "bench_engines.md").write_text(
         f"# bench_engines\n\nf1 2000/500, paper partition, {args.rounds} rounds x {args.epochs} local epochs, "
         f"from the default warm start, 2-core machine; "
-        f"`.venv/bin/python benchmarks/bench_engines.py {' '.join(sys.argv[1:])}`".rstrip()
+        f"`{' '.join(['.venv/bin/python', 'benchmarks/bench_engines.py', *sys.argv[1:]])}`"
         + f"\n\n{table}\n"
     )
     (RESULTS / "bench_engines.json").write_text(json.dumps(rows, indent=2))

@@ -170,7 +170,7 @@ def main() -> None:
     (RESULTS / "bench_training.md").write_text(
         f"# bench_training\n\nf1, 2000 train / 500 test, {args.rounds} rounds x {args.epochs} local epochs, "
         f"warm start {args.warm_start}, seed {args.seed}; {meta}; "
-        f"`.venv/bin/python benchmarks/bench_training.py {' '.join(sys.argv[1:])}`".rstrip()
+        f"`{' '.join(['.venv/bin/python', 'benchmarks/bench_training.py', *sys.argv[1:]])}`"
         + f"\n\n{table}\n"
     )
     (RESULTS / "bench_training.json").write_text(json.dumps(rows, indent=2))
