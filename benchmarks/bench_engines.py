@@ -61,10 +61,10 @@ def bench(clients: int, rounds: int, epochs: int) -> list[dict]:
     from fdrmfl_pipeline.pipelines.training.nodes import (
         client_data,
         federation_config,
-        flower_extra,
         initial_state,
         local_train_config,
         model_config,
+        warm_start_settings,
     )
 
     params = {
@@ -109,7 +109,7 @@ def bench(clients: int, rounds: int, epochs: int) -> list[dict]:
             names,
             training.scaling,
             Path(tmp) / "sim",
-            extra=flower_extra(training),
+            extra=warm_start_settings(training),
         )
         rows.append({"engine": "flower-simulation", "seconds": time.perf_counter() - t0})
         same_sim = all(

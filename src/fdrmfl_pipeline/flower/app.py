@@ -409,19 +409,10 @@ def run_server(grid: Grid, job: FlowerJob) -> tuple[TrainingResult, dict[int, Sc
     runner.connect()
     ck = Path(job.checkpoint_path) if job.checkpoint_path else None
     init = None
-    kind = job.extra.get("warm_start", "none")
-    if kind != "none":
+    if job.extra.get("kind", "none") != "none":  # pipelines.training.nodes.warm_start_settings
         from fdrmfl_pipeline.core.pls import warm_start_state
 
-        init = warm_start_state(
-            job.model(),
-            FlowerPLS(runner),
-            job.federation().seed,
-            kind,
-            job.extra.get("pls_components"),
-            job.extra.get("lasso_penalties", 12),
-            job.extra.get("lasso_iterations", 200),
-        )
+        init = warm_start_state(job.model(), FlowerPLS(runner), job.federation().seed, **job.extra)
     result = run_rounds(
         job.model(), runner, job.local(), job.federation(), checkpoint_path=ck, init_state=init
     )

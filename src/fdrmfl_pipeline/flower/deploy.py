@@ -131,9 +131,9 @@ def federate_local(
     from fdrmfl_pipeline.params import TrainingParams
     from fdrmfl_pipeline.pipelines.training.nodes import (
         federation_config,
-        flower_extra,
         local_train_config,
         model_config,
+        warm_start_settings,
     )
 
     project = project.resolve()
@@ -169,7 +169,7 @@ def federate_local(
         num_threads=training.num_threads,
         round_timeout=round_timeout,
         checkpoint_path=str(run_dir / "checkpoint.pt"),
-        extra=flower_extra(training),
+        extra=warm_start_settings(training),
     )
     job_path = job.save(run_dir / "job.json")
 

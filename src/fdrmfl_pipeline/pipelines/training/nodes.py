@@ -96,11 +96,12 @@ def federation_config(params: TrainingParams, seed: int):
     )
 
 
-def flower_extra(params: TrainingParams) -> dict:
-    """Settings a Flower server needs beyond the model and loss: the warm start's."""
+def warm_start_settings(params: TrainingParams) -> dict:
+    """The warm start's settings as ``core.pls.warm_start_state`` keywords (``kind`` 'none': no
+    warm start); also what a Flower server needs beyond the model and the loss."""
     return {
-        "warm_start": params.warm_start,
-        "pls_components": params.pls_components,
+        "kind": params.warm_start,
+        "n_components": params.pls_components,
         "lasso_penalties": params.lasso_penalties,
         "lasso_iterations": params.lasso_iterations,
     }
@@ -112,15 +113,7 @@ def initial_state(cfg, clients, names, params: TrainingParams, seed: int):
         return None
     from fdrmfl_pipeline.core.pls import InProcessPLS, warm_start_state
 
-    return warm_start_state(
-        cfg,
-        InProcessPLS(clients, names),
-        seed,
-        params.warm_start,
-        params.pls_components,
-        params.lasso_penalties,
-        params.lasso_iterations,
-    )
+    return warm_start_state(cfg, InProcessPLS(clients, names), seed, **warm_start_settings(params))
 
 
 def train_model(
@@ -155,7 +148,7 @@ def train_model(
             Path(checkpoint_dir) / "flower_staging",
             params.num_threads,
             checkpoint,
-            extra=flower_extra(params),
+            extra=warm_start_settings(params),
         )
     else:
         result = run_federated(

@@ -77,10 +77,10 @@ def tune(
     from fdrmfl_pipeline.pipelines.training.nodes import (
         client_data,
         federation_config,
-        flower_extra,
         initial_state,
         local_train_config,
         model_config,
+        warm_start_settings,
     )
 
     torch.set_num_threads(training.num_threads)
@@ -90,7 +90,7 @@ def tune(
     starts: dict[str, Any] = {}  # warm starts, computed once per model shape
 
     def warm_start(cfg, p: TrainingParams):
-        key = repr((cfg, flower_extra(p)))  # the model shape and the warm start's settings
+        key = repr((cfg, warm_start_settings(p)))  # the model shape and the warm start's settings
         if key not in starts:
             starts[key] = initial_state(cfg, clients, names, p, seed)
         return starts[key]
