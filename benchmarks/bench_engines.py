@@ -110,6 +110,7 @@ def bench(clients: int, rounds: int, epochs: int) -> list[dict]:
             training.scaling,
             Path(tmp) / "sim",
             extra=warm_start_settings(training),
+            x_scaling=training.x_scaling,
         )
         rows.append({"engine": "flower-simulation", "seconds": time.perf_counter() - t0})
         same_sim = all(

@@ -6,10 +6,11 @@ fitted on all 172 training samples of the StatLib split, reaches fat RMSE 0.44 %
 ``tecator_standard_*`` layout (3 IID clients): the PCA can be fitted federatedly (it needs only
 summed second moments, so it is exactly the pooled PCA), then the GP is fitted either per client
 on that client's ~57 training samples, or federatedly from all three clients' sums
-(``gp_fed``, ``core/fedgp.py``: no per-sample feature leaves a client). ANCHORS.md does not give
-the Savitzky-Golay window, and the result depends on it: the table also gives the pooled GP's
-5-fold cross-validation RMSE on the training samples, which is how a window can be chosen
-without looking at the test samples.
+(``gp_fed``, ``core/fedgp.py``: no per-sample feature leaves a client). ANCHORS.md gives neither
+the Savitzky-Golay window nor whether the derivative is standardised per wavelength before the
+PCA, and the result depends on both: the table also gives the pooled GP's 5-fold
+cross-validation RMSE on the training samples, which is how they can be chosen without looking
+at the test samples.
 
     .venv/bin/python benchmarks/tecator_standard_probe.py [--seeds 5]
 
@@ -20,6 +21,7 @@ Prints a table (RMSE in % over all 43 test samples) and writes
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 import warnings
@@ -55,6 +57,13 @@ def main() -> None:
     ap.add_argument(
         "--windows", type=int, nargs="*", default=[11, 15, 21], help="Savitzky-Golay windows"
     )
+    ap.add_argument(
+        "--scalings",
+        nargs="*",
+        default=["per_feature", "per_modality"],
+        choices=["per_feature", "per_modality"],
+        help="the 2nd derivative's scaling before the PCA (training.x_scaling's two modes)",
+    )
     args = ap.parse_args()
     from scipy.signal import savgol_filter
     from sklearn.decomposition import PCA
@@ -69,10 +78,11 @@ def main() -> None:
     spectrum = raw.filter(like="a_").to_numpy(np.float64)
     train, test = np.arange(172), np.arange(172, 215)
     rows = []
-    for window in args.windows:  # the project's ingestion default is 11 (polyorder 2)
+    for window, scaling in itertools.product(args.windows, args.scalings):
+        # the project's ingestion default window is 11 (polyorder 2)
         d2 = savgol_filter(spectrum, window, 2, deriv=2, axis=1)
-        sc = StandardScaler().fit(d2[train])
-        pca = PCA(args.components).fit(sc.transform(d2[train]))
+        sc = StandardScaler(with_std=scaling == "per_feature").fit(d2[train])
+        pca = PCA(args.components).fit(sc.transform(d2[train]))  # a common scale: no effect
         z = pca.transform(sc.transform(d2))
         for target in ("fat", "moisture", "protein"):
             y = raw[target].to_numpy(np.float64)
@@ -103,6 +113,7 @@ def main() -> None:
             rows.append(
                 {
                     "SG window": window,
+                    "d2 scaling": scaling,
                     "target": target,
                     "GP on 10 PCs of d2, pooled (the anchor)": f"{rmse_pooled:.3f}",
                     "its 5-fold CV RMSE on train": f"{cv:.3f}",
@@ -120,18 +131,21 @@ def main() -> None:
     for target, g in table.groupby("target", sort=False):
         best = g.loc[g[cv_col].astype(float).idxmin()]
         picks.append(
-            f"- {target}: cross-validation on train picks window {best['SG window']}; "
-            f"pooled GP test RMSE {best['GP on 10 PCs of d2, pooled (the anchor)']}."
+            f"- {target}: cross-validation on train picks window {best['SG window']}, "
+            f"{best['d2 scaling']}; pooled GP test RMSE "
+            f"{best['GP on 10 PCs of d2, pooled (the anchor)']}."
         )
     lines = [
         "# Tecator standard split: the GP anchor, pooled vs per client",
         "",
         f"`.venv/bin/python benchmarks/tecator_standard_probe.py --seeds {args.seeds} "
-        f"--windows {' '.join(map(str, args.windows))}` "
+        f"--windows {' '.join(map(str, args.windows))} --scalings {' '.join(args.scalings)}` "
         f"({time.strftime('%Y-%m-%d')}, {time.perf_counter() - t0:.0f} s). Test RMSE (%) over "
-        "the 43 samples 173-215. PCA on the standardised 2nd-derivative spectrum of samples "
-        "1-172 (federable: summed moments); GP with ARD RBF + white noise. ANCHORS.md does "
-        "not give its Savitzky-Golay window; the result depends on it. The per-client and "
+        "the 43 samples 173-215. PCA on the 2nd-derivative spectrum of samples 1-172, "
+        "standardised per wavelength (per_feature) or only centred (per_modality: one common "
+        "scale, which PCA ignores); both federable from summed moments. GP with ARD RBF + white "
+        "noise. ANCHORS.md gives neither the Savitzky-Golay window nor the scaling; the result "
+        "depends on both. The per-client and "
         "federated columns split the 172 training samples over 3 IID clients per seed.",
         "",
         "| " + " | ".join(table.columns) + " |",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,18 +35,23 @@ def _bundle(project: Path) -> dict:
     )
 
 
-@pytest.mark.parametrize("warm_start", ["pls", "lasso"])
+@pytest.mark.parametrize("warm_start", ["pls", "pca", "lasso"])
 def test_flower_simulation_is_bit_identical_to_inprocess(tmp_path, warm_start):
-    """Same weights and history; the PLS and lasso warm starts' aggregates travel as Flower
+    """Same weights and history; the PLS, PCA and lasso warm starts' aggregates travel as Flower
     queries and give the same initial model (round 0 in the history); the rounds after it are the
     same code as from a random start, which the failure tests below run on Flower."""
     import pandas as pd
 
     project = make_project(tmp_path / "p")
-    # a short lasso path: on Flower every FISTA step is one message round trip per client
-    # (the default 12 penalties x 200 steps take ~6 min here; see training.lasso_iterations)
-    lasso = {"lasso_penalties": 4, "lasso_iterations": 15} if warm_start == "lasso" else {}
-    small = {**SMALL, "training": {**SMALL["training"], "warm_start": warm_start, **lasso}}
+    # short lasso and PCA iterations: on Flower every FISTA / subspace step is one message round
+    # trip per client (the default lasso path, 12 x 200 steps, takes ~6 min here)
+    extra = {
+        "pls": {},
+        # the PCA case also checks that the per-modality input scaling reaches the Flower server
+        "pca": {"pca_iterations": 10, "x_scaling": "per_modality"},
+        "lasso": {"lasso_penalties": 4, "lasso_iterations": 15},
+    }[warm_start]
+    small = {**SMALL, "training": {**SMALL["training"], "warm_start": warm_start, **extra}}
     run_session(project, ["ingestion", "partitioning", "training"], small)
     inproc = _bundle(project)
     h_in = pd.read_parquet(
@@ -63,6 +70,8 @@ def test_flower_simulation_is_bit_identical_to_inprocess(tmp_path, warm_start):
     cols = ["round", "client", "participated", "train_loss", "loss_mse", "loss_con", "val_mse"]
     pd.testing.assert_frame_equal(h_in[cols], h_sim[cols])
     assert inproc["scalers"] == sim["scalers"]
+    stds = [set(np.ravel(s)) for s in json.loads(sim["scalers"])["0"]["x_std"].values()]
+    assert all(len(u) == 1 for u in stds) == (warm_start == "pca")  # one std per modality
     assert (h_sim["round"] == 0).any()
 
 

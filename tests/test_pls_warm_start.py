@@ -198,23 +198,64 @@ def test_lasso_path_size_sets_the_number_of_aggregated_queries():
     assert any(not torch.equal(short[k], default[k]) for k in short)
 
 
-@pytest.mark.parametrize("kind", ["pls", "lasso"])
+@pytest.mark.parametrize("kind", ["pls", "pca", "lasso"])
 def test_warm_start_without_validation_rows(kind, caplog):
     """partitioning.val_fraction: 0 (the reference protocol): the warm start cannot choose on val,
     so it says so and keeps every PLS component / the smallest lasso penalty (it used to crash
     building the clients' empty validation designs)."""
-    from fdrmfl_pipeline.core.pls import InProcessPLS, fit_lasso, fit_pls, warm_start_state
+    from fdrmfl_pipeline.core.pls import (
+        InProcessPLS,
+        fit_lasso,
+        fit_pca,
+        fit_pls,
+        warm_start_state,
+    )
 
     data, _, clients, _, config = tiny_clients(val_fraction=0.0)
     assert all(cd.val.n == 0 for cd in clients.values())
     oracle = InProcessPLS(clients, data.modality_names)
     with caplog.at_level("WARNING"):
-        fit = (
-            fit_pls(oracle, config.latent_dim)
-            if kind == "pls"
-            else fit_lasso(oracle, n_alphas=3, iterations=20)
-        )
+        if kind == "lasso":
+            fit = fit_lasso(oracle, n_alphas=3, iterations=20)
+        else:
+            fit = (fit_pls if kind == "pls" else fit_pca)(oracle, config.latent_dim)
     assert fit.val_mse == [] and "no validation rows" in caplog.text
-    assert fit.weights.shape[1] == (config.latent_dim if kind == "pls" else 1)
+    assert fit.weights.shape[1] == (1 if kind == "lasso" else config.latent_dim)
     state = warm_start_state(config, oracle, 0, kind, lasso_penalties=3, lasso_iterations=20)
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_federated_pca_equals_pooled_pca_and_regression_on_its_scores(k):
+    """Subspace iteration on the summed X^T X V answers gives the pooled PCA's directions (up to
+    sign) and the least-squares coefficients of y on the unit-variance scores."""
+    from fdrmfl_pipeline.core.pls import InProcessPLS, fit_pca
+
+    data, _, clients, _, _ = tiny_clients()
+    names = data.modality_names
+    fit = fit_pca(InProcessPLS(clients, names), max_components=k, n_components=k)
+    x, y = _pooled(clients, names)
+    _, sv, vt = np.linalg.svd(x, full_matrices=False)  # x is centred by the federated scaler
+    w = fit.weights / np.linalg.norm(fit.weights, axis=0)
+    np.testing.assert_allclose(np.abs(np.sum(w * vt[:k].T, axis=0)), 1.0, atol=1e-6)
+    scores = x @ fit.weights
+    np.testing.assert_allclose(scores.T @ scores / len(x), np.eye(k), atol=1e-6)
+    coef, *_ = np.linalg.lstsq(scores, y, rcond=None)
+    np.testing.assert_allclose(fit.coef, coef, rtol=1e-6, atol=1e-9)
+    assert sv[0] > sv[k - 1]  # ordered by variance
+
+
+def test_pca_component_count_is_chosen_on_val_and_the_model_predicts_the_fit():
+    from fdrmfl_pipeline.core.pls import InProcessPLS, fit_pca, warm_start_state
+
+    data, _, clients, _, config = tiny_clients()
+    names = data.modality_names
+    oracle = InProcessPLS(clients, names)
+    fit = fit_pca(oracle, max_components=config.latent_dim)
+    assert len(fit.val_mse) == config.latent_dim
+    assert fit.n_components == int(np.argmin(fit.val_mse)) + 1
+    state = warm_start_state(config, oracle, 0, "pca")
+    model = model_from_state(config, state)
+    xv, _ = _pooled(clients, names, "val")
+    y_hat = np.concatenate([predict(model, clients[c].val)[1] for c in sorted(clients)])
+    np.testing.assert_allclose(y_hat, xv @ (fit.weights @ fit.coef), rtol=1e-4, atol=1e-4)

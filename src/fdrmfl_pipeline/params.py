@@ -200,13 +200,19 @@ class TrainingParams(_Strict):
     head_hidden: int = Field(32, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     linear_path: bool = True
-    warm_start: Literal["none", "pls", "lasso"] = Field(
+    warm_start: Literal["none", "pls", "pca", "lasso"] = Field(
         "none",
-        description="start the linear paths and head at a federated PLS or lasso fit "
-        "(aggregates only)",
+        description="start the linear paths and head at a federated PLS, PCA (+ regression on "
+        "the components) or lasso fit (aggregates only)",
     )
     pls_components: int | None = Field(
-        None, ge=1, description="PLS components for the warm start; null: chosen on val"
+        None, ge=1, description="PLS / PCA components for the warm start; null: chosen on val"
+    )
+    pca_iterations: int = Field(
+        100,
+        ge=1,
+        description="PCA warm start: subspace iterations, each one aggregated X^T X V query "
+        "(one message round trip per client on Flower)",
     )
     lasso_penalties: int = Field(
         12, ge=1, description="lasso warm start: penalties on its path (the best one on val wins)"
@@ -236,6 +242,12 @@ class TrainingParams(_Strict):
     prox_mu: float = Field(0.01, ge=0.0)
     lambda_l1: float = Field(0.0, ge=0.0, description="L1 on the encoders' linear paths")
     scaling: Literal["federated", "local"] = "federated"
+    x_scaling: Literal["per_feature", "per_modality"] = Field(
+        "per_feature",
+        description="per_feature: every input column to unit variance; per_modality: columns "
+        "centred, each modality divided by one pooled standard deviation (keeps a spectrum's "
+        "relative band intensities, as mean-centring does in chemometrics)",
+    )
     early_stopping: EarlyStoppingParams = EarlyStoppingParams()
     resume: bool = False
     num_threads: int = Field(1, ge=1, description="torch threads (fixed for bit-identical results)")
@@ -248,7 +260,7 @@ class TrainingParams(_Strict):
             )
         if self.rounds == 0 and self.warm_start == "none":
             raise ValueError(
-                "training.rounds=0 trains nothing: it needs training.warm_start: pls or lasso"
+                "training.rounds=0 trains nothing: it needs training.warm_start: pls, pca or lasso"
             )
         if self.warm_start != "none":
             if not self.linear_path:

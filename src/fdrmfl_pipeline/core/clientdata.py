@@ -77,6 +77,9 @@ class Scaler:
         )
 
 
+X_SCALINGS = ("per_feature", "per_modality")
+
+
 @dataclass
 class SufficientStats:
     """What a client shares to build a federated scaler: counts, sums, sums of squares."""
@@ -100,7 +103,12 @@ class SufficientStats:
             self.y_s2 + other.y_s2,
         )
 
-    def scaler(self, shapes: dict[str, tuple[int, ...]]) -> Scaler:
+    def scaler(self, shapes: dict[str, tuple[int, ...]], x_scaling: str = "per_feature") -> Scaler:
+        """Centre every input column; divide it by its own standard deviation (``per_feature``)
+        or by one pooled standard deviation per modality (``per_modality``: the root mean
+        variance over its columns, which keeps a spectrum's relative band intensities)."""
+        if x_scaling not in X_SCALINGS:
+            raise ConfigError(f"training.x_scaling '{x_scaling}' is not one of {X_SCALINGS}")
         mean, std = {}, {}
         for k, shape in shapes.items():
             n = self.n.get(k, 0)
@@ -109,7 +117,7 @@ class SufficientStats:
                 continue
             m = self.s1[k] / n
             var = np.maximum(self.s2[k] / n - m * m, 0.0)
-            sd = np.sqrt(var)
+            sd = np.sqrt(var) if x_scaling == "per_feature" else np.full(shape, np.sqrt(var.mean()))
             mean[k], std[k] = m, np.where(sd > 1e-8, sd, 1.0)
         ym = self.y_s1 / self.y_n
         ysd = float(np.sqrt(max(self.y_s2 / self.y_n - ym * ym, 0.0)))
@@ -183,14 +191,16 @@ def raw_client(
 
 
 def federated_scaler(
-    stats: dict[int, SufficientStats], shapes: dict[str, tuple[int, ...]]
+    stats: dict[int, SufficientStats],
+    shapes: dict[str, tuple[int, ...]],
+    x_scaling: str = "per_feature",
 ) -> Scaler:
     """One scaler from the clients' summed statistics (summed in ascending client order)."""
     ids = sorted(stats)
     total = stats[ids[0]]
     for c in ids[1:]:
         total = total + stats[c]
-    return total.scaler(shapes)
+    return total.scaler(shapes, x_scaling)
 
 
 def scale_client(raw: RawClient, scaler: Scaler, modalities: Sequence[str]) -> ClientData:
@@ -208,8 +218,11 @@ def build_clients(
     modalities: Sequence[str],
     scaling: str,
     seed: int,
+    x_scaling: str = "per_feature",
 ) -> tuple[dict[int, ClientData], dict[int, Scaler]]:
-    """Split ``data`` by ``client_assignments`` and scale it; returns clients and their scalers."""
+    """Split ``data`` by ``client_assignments`` and scale it (``scaling``: one federated scaler
+    or one per client; ``x_scaling``: see :meth:`SufficientStats.scaler`); returns clients and
+    their scalers."""
     missing = [m for m in modalities if m not in data.modality_names]
     if missing:
         raise ConfigError(
@@ -230,10 +243,10 @@ def build_clients(
     }
     shapes = {m: data.spec(m).shape for m in modalities}
     if scaling == "federated":
-        shared = federated_scaler({c: r.stats for c, r in raws.items()}, shapes)
+        shared = federated_scaler({c: r.stats for c, r in raws.items()}, shapes, x_scaling)
         scalers = dict.fromkeys(clients, shared)
     else:
-        scalers = {c: raws[c].stats.scaler(shapes) for c in clients}
+        scalers = {c: raws[c].stats.scaler(shapes, x_scaling) for c in clients}
     return {c: scale_client(raws[c], scalers[c], modalities) for c in clients}, scalers
 
 

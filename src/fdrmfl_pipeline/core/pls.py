@@ -1,5 +1,5 @@
-"""Federated PLS (SIMPLS, one response) and lasso (FISTA) from aggregated vectors: task-driven
-warm starts for the encoders' linear paths.
+"""Federated PLS (SIMPLS, one response), PCA (subspace iteration) and lasso (FISTA) from
+aggregated vectors: warm starts for the encoders' linear paths.
 
 The server never sees a sample. Per component it sends one direction ``r`` and every client
 answers with ``X_c^T (X_c r)`` (a vector the size of one input row); before the first component
@@ -165,24 +165,72 @@ def fit_pls(oracle: PLSOracle, max_components: int, n_components: int | None = N
     scale = np.sqrt(n_total)  # unit-norm scores -> unit-variance scores
     weights = np.column_stack(rs) * scale
     coef = np.asarray(qs) / scale
+    return _choose_components(oracle, weights, coef, n_components, "PLS")
+
+
+def _choose_components(
+    oracle: PLSOracle, weights: np.ndarray, coef: np.ndarray, n_components: int | None, what: str
+) -> PLSFit:
+    """Keep the first ``n_components`` score columns or, when None, the count whose linear model
+    (the first k columns and their coefficients) has the lowest mean validation MSE over clients."""
     # validation curve: coefficients of the k-component model for k = 1..K
     cum = np.cumsum(weights * coef[None, :], axis=1)  # (p, K)
     per_client = [e / n for e, n in oracle.val_sse(cum) if n]
     val_mse = [float(v) for v in np.mean(per_client, axis=0)] if per_client else []
     if n_components is not None:
-        k = min(n_components, len(rs))
+        k = min(n_components, len(coef))
     elif val_mse:
         k = int(np.argmin(val_mse)) + 1
     else:
-        k = len(rs)
-        logger.warning("federated PLS: no validation rows, keeping all %d components", k)
+        k = len(coef)
+        logger.warning("federated %s: no validation rows, keeping all %d components", what, k)
     logger.info(
-        "federated PLS warm start: %d of %d components (validation MSE, standardised: %s)",
+        "federated %s warm start: %d of %d components (validation MSE, standardised: %s)",
+        what,
         k,
-        len(rs),
+        len(coef),
         ", ".join(f"{v:.4g}" for v in val_mse),
     )
     return PLSFit(weights[:, :k], coef[:k], val_mse, k)
+
+
+# ---- federated PCA (subspace iteration on the same aggregates) ---------------------------------
+
+
+def fit_pca(
+    oracle: PLSOracle,
+    max_components: int,
+    n_components: int | None = None,
+    iterations: int = 100,
+    seed: int = 0,
+) -> PLSFit:
+    """Federated PCA of the pooled training design, then principal-component regression.
+
+    Subspace iteration: the server keeps an orthonormal (p, b) block ``V`` (b = components + 8
+    for convergence, seeded) and each iteration asks for ``sum_c X_c^T (X_c V)`` — one aggregated
+    query of b vectors, i.e. one round trip per client on Flower — then a Rayleigh-Ritz step
+    orders the directions by variance. Unsupervised: the target enters only through ``X^T y`` for
+    the regression coefficients on the unit-variance scores (orthogonal, so each coefficient is
+    ``t_j^T y / n``). The component count is chosen as for PLS (``n_components`` or val)."""
+    n = oracle.n_train()
+    c = oracle.cross()
+    p = c.shape[0]
+    k_max = int(min(max_components, p, max(n - 1, 1)))
+    b = min(p, k_max + 8)
+    v = np.linalg.qr(np.random.default_rng(seed).standard_normal((p, b)))[0]
+    for _ in range(iterations):
+        v = np.linalg.qr(oracle.gram_times(v))[0]
+    g = v.T @ oracle.gram_times(v)
+    lam, u = np.linalg.eigh((g + g.T) / 2.0)
+    order = np.argsort(lam)[::-1]
+    lam, v = lam[order], v @ u[:, order]
+    if lam[0] <= 0.0:
+        raise ValueError("federated PCA: the training design has no variance")
+    k = int(min(k_max, np.sum(lam > 1e-10 * lam[0])))
+    v = v[:, :k] * np.where(v[np.argmax(np.abs(v[:, :k]), axis=0), np.arange(k)] < 0, -1.0, 1.0)
+    weights = v / np.sqrt(lam[:k] / n)  # unit-variance scores over the pooled train set
+    coef = weights.T @ c / n
+    return _choose_components(oracle, weights, coef, n_components, "PCA")
 
 
 # ---- federated lasso (FISTA on the same aggregates) --------------------------------------------
@@ -271,20 +319,24 @@ def warm_start_state(
     n_components=None,
     lasso_penalties: int = 12,
     lasso_iterations: int = 200,
+    pca_iterations: int = 100,
 ) -> dict:
-    """Initial weights of a model of ``config`` for ``kind`` 'pls' or 'lasso': seeded random,
-    then the linear paths and the head set to the federated fit. The lasso costs
-    ``lasso_penalties * lasso_iterations`` aggregated queries (one per FISTA step)."""
+    """Initial weights of a model of ``config`` for ``kind`` 'pls', 'pca' or 'lasso': seeded
+    random, then the linear paths and the head set to the federated fit. PLS costs ``k + 2``
+    aggregated queries, PCA ``pca_iterations + 3``, the lasso ``lasso_penalties *
+    lasso_iterations`` (one per FISTA step)."""
     from math import prod
 
     from fdrmfl_pipeline.core.model import build_model, warm_start_linear
 
     if kind == "pls":
         fit = fit_pls(oracle, config.latent_dim, n_components)
+    elif kind == "pca":
+        fit = fit_pca(oracle, config.latent_dim, n_components, pca_iterations, seed)
     elif kind == "lasso":
         fit = fit_lasso(oracle, n_alphas=lasso_penalties, iterations=lasso_iterations)
     else:
-        raise ValueError(f"unknown warm start '{kind}'; expected pls or lasso")
+        raise ValueError(f"unknown warm start '{kind}'; expected pls, pca or lasso")
     names = [m.name for m in config.modalities]
     model = build_model(config, seed=seed)
     warm_start_linear(

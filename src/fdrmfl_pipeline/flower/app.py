@@ -269,10 +269,10 @@ class FlowerRunner:
             )
         shapes = {m.name: m.shape for m in self.job.model().modalities}
         if self.job.scaling == "federated":
-            shared = federated_scaler(stats, shapes)
+            shared = federated_scaler(stats, shapes, self.job.x_scaling)
             self.scalers = dict.fromkeys(sorted(stats), shared)
         else:
-            self.scalers = {c: stats[c].scaler(shapes) for c in sorted(stats)}
+            self.scalers = {c: stats[c].scaler(shapes, self.job.x_scaling) for c in sorted(stats)}
         logger.info(
             "Flower clients connected: %s", {c: self.node_of[c] for c in sorted(self.node_of)}
         )

@@ -167,6 +167,7 @@ def federate_local(
         expected_clients=clients,
         output_dir=str(run_dir),
         num_threads=training.num_threads,
+        x_scaling=training.x_scaling,
         round_timeout=round_timeout,
         checkpoint_path=str(run_dir / "checkpoint.pt"),
         extra=warm_start_settings(training),

@@ -22,6 +22,7 @@ class FlowerJob:
     expected_clients: int
     output_dir: str
     num_threads: int = 1
+    x_scaling: str = "per_feature"  # core.clientdata.SufficientStats.scaler
     round_timeout: float = 600.0
     connect_timeout: float = 120.0
     checkpoint_path: str | None = None

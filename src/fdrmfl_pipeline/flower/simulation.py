@@ -54,6 +54,7 @@ def simulate_training(
     num_threads: int = 1,
     checkpoint_path=None,
     extra: dict | None = None,
+    x_scaling: str = "per_feature",
 ) -> tuple[TrainingResult, dict[int, Scaler]]:
     """Stage one Parquet file per client (what each SuperNode would hold) and simulate the job."""
     from pathlib import Path
@@ -79,6 +80,7 @@ def simulate_training(
         expected_clients=len(ids),
         output_dir=str(staging / "out"),
         num_threads=num_threads,
+        x_scaling=x_scaling,
         checkpoint_path=str(checkpoint_path) if checkpoint_path else None,
         extra=dict(extra or {}),
     )

@@ -43,7 +43,9 @@ def client_data(
         raise ConfigError(
             f"training.encoders names modalities {bad_enc} that are not trained on ({names})"
         )
-    clients, scalers = build_clients(data, client_assignments, names, params.scaling, seed)
+    clients, scalers = build_clients(
+        data, client_assignments, names, params.scaling, seed, params.x_scaling
+    )
     return data, names, clients, scalers
 
 
@@ -104,11 +106,12 @@ def warm_start_settings(params: TrainingParams) -> dict:
         "n_components": params.pls_components,
         "lasso_penalties": params.lasso_penalties,
         "lasso_iterations": params.lasso_iterations,
+        "pca_iterations": params.pca_iterations,
     }
 
 
 def initial_state(cfg, clients, names, params: TrainingParams, seed: int):
-    """The initial weights: None (seeded random) or a federated PLS / lasso warm start."""
+    """The initial weights: None (seeded random) or a federated PLS / PCA / lasso warm start."""
     if params.warm_start == "none":
         return None
     from fdrmfl_pipeline.core.pls import InProcessPLS, warm_start_state
@@ -149,6 +152,7 @@ def train_model(
             params.num_threads,
             checkpoint,
             extra=warm_start_settings(params),
+            x_scaling=params.x_scaling,
         )
     else:
         result = run_federated(
