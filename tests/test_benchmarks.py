@@ -49,6 +49,20 @@ def test_headline_takes_the_fdrmfl_settings_with_the_lower_validation_mse():
     assert head["pooled anchor, same splits"].startswith("0.2")
 
 
+def test_headline_can_take_the_pca_warm_started_settings_on_validation():
+    rows = pd.concat(
+        [
+            _rows("fdrmfl", val=0.5, test=0.4),
+            _rows("fdrmfl-tuned", val=0.3, test=0.9),
+            _rows("fdrmfl-pca", val=0.25, test=0.6),
+            _rows("pca-warm-start-only", val=0.1, test=0.1),  # an ablation, never the headline
+        ]
+    )
+    head = pt.headline(pt.summarise(rows)).iloc[0]
+    assert head["settings (val)"] == "hand-set, PCA warm start"
+    assert head["FDRMFL"].startswith("0.6")
+
+
 def test_tuned_variant_only_runs_where_a_study_was_stored(tmp_path, monkeypatch):
     monkeypatch.setattr(pt, "TUNED", tmp_path)
     assert "fdrmfl-tuned" not in pt.variants_for("paper_corn_oil", pt.DEFAULT_VARIANTS, False)
