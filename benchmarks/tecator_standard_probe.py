@@ -81,8 +81,9 @@ def main() -> None:
     for window, scaling in itertools.product(args.windows, args.scalings):
         # the project's ingestion default window is 11 (polyorder 2)
         d2 = savgol_filter(spectrum, window, 2, deriv=2, axis=1)
+        # per_modality's one common scale would not change the components: centring suffices
         sc = StandardScaler(with_std=scaling == "per_feature").fit(d2[train])
-        pca = PCA(args.components).fit(sc.transform(d2[train]))  # a common scale: no effect
+        pca = PCA(args.components).fit(sc.transform(d2[train]))
         z = pca.transform(sc.transform(d2))
         for target in ("fat", "moisture", "protein"):
             y = raw[target].to_numpy(np.float64)
