@@ -46,21 +46,28 @@ def test_headline_takes_the_fdrmfl_settings_with_the_lower_validation_mse():
     assert head["settings (val)"] == "tuned"
     assert head["FDRMFL"].startswith("0.9")
     assert head["met"] == "yes"  # 0.9 <= 1.71
+    assert head["FDRMFL met"] == "yes"
+    assert head["federated pick (val)"] == "same"
     assert head["pooled anchor, same splits"].startswith("0.2")
 
 
-def test_headline_can_take_the_pca_warm_started_settings_on_validation():
+def test_headline_can_take_the_pca_warm_started_settings_and_a_warm_start_alone_on_validation():
     rows = pd.concat(
         [
             _rows("fdrmfl", val=0.5, test=0.4),
             _rows("fdrmfl-tuned", val=0.3, test=0.9),
-            _rows("fdrmfl-pca", val=0.25, test=0.6),
-            _rows("pca-warm-start-only", val=0.1, test=0.1),  # an ablation, never the headline
+            _rows("fdrmfl-pca", val=0.25, test=2.0),
+            _rows("pca-warm-start-only", val=0.1, test=0.1),  # no FDRMFL rounds
+            _rows("raw_pooled", val=0.01, test=0.01, regressor="pls_pooled"),  # not federated
         ]
     )
     head = pt.headline(pt.summarise(rows)).iloc[0]
     assert head["settings (val)"] == "hand-set, PCA warm start"
-    assert head["FDRMFL"].startswith("0.6")
+    assert head["FDRMFL"].startswith("2")
+    assert head["FDRMFL met"] == "no"  # 2.0 > 1.71
+    # the federated pick may take a warm start alone, never the pooled anchor; 'met' judges it
+    assert head["federated pick (val)"].startswith("0.1 ± 0: pca-warm-start-only, head")
+    assert head["met"] == "yes"
 
 
 def test_tuned_variant_only_runs_where_a_study_was_stored(tmp_path, monkeypatch):

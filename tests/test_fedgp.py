@@ -12,6 +12,7 @@ from fdrmfl_pipeline.core.fedgp import (
     GPClient,
     GPSettings,
     _neg_mll,
+    choose_inputs_by_evidence,
     fit_federated_gp,
     random_features,
 )
@@ -131,3 +132,68 @@ def test_downstream_gp_fed_predicts_every_client_and_ignores_test_rows():
     val = out["split"] == "val"
     np.testing.assert_array_equal(out.loc[val, "y_pred"], again.loc[val, "y_pred"])
     assert fit_predict_per_client(feats, cols, "m", ["gp_fed"], 0, pooled=True).empty
+
+
+def _with_noise_columns(n: int, signal_first: bool, seed: int = 0):
+    """y from two signal columns, plus three pure-noise columns before or after them."""
+    x, y, _ = _toy(n, seed)
+    noise = np.random.default_rng(seed + 100).normal(size=(n, 3))
+    signal = x[:, :2]
+    return (np.c_[signal, noise] if signal_first else np.c_[noise, signal]), y
+
+
+def test_evidence_keeps_the_leading_columns_that_carry_the_signal():
+    x, y = _with_noise_columns(150, signal_first=True)
+    k, curve = choose_inputs_by_evidence([GPClient(x[i::3], y[i::3]) for i in range(3)], 0, FAST)
+    assert len(curve) == 5
+    assert k >= 2  # dropping the second signal column costs evidence
+    assert curve[1] < curve[0] - 0.1
+    # signal at the end: every column up to the last is needed
+    x, y = _with_noise_columns(150, signal_first=False)
+    k, curve = choose_inputs_by_evidence([GPClient(x[i::3], y[i::3]) for i in range(3)], 0, FAST)
+    assert k == 5
+    assert curve[4] < min(curve[:4]) - 0.1
+
+
+def test_evidence_curve_is_the_same_federated_and_pooled():
+    x, y = _with_noise_columns(90, signal_first=True)
+    _, fed = choose_inputs_by_evidence([GPClient(x[i::3], y[i::3]) for i in range(3)], 3, FAST)
+    _, pooled = choose_inputs_by_evidence([GPClient(x, y)], 3, FAST)
+    np.testing.assert_allclose(fed, pooled, rtol=1e-6)
+
+
+def test_downstream_evidence_inputs_choose_on_train_rows_only():
+    x, y = _with_noise_columns(120, signal_first=True)
+    split = np.array((["train"] * 30 + ["val"] * 5 + ["test"] * 5) * 3)
+    cols = [f"z_{i}" for i in range(5)]
+    feats = pd.DataFrame(x, columns=cols).assign(
+        sample_id=[f"s{i}" for i in range(120)],
+        client=np.repeat([0, 1, 2], 40),
+        split=split,
+        target=y,
+    )
+    out = fit_predict_per_client(
+        feats, cols, "m", ["gp_fed"], 0, gp_settings=FAST, refit_on_val=True, gp_inputs="evidence"
+    )
+    poked = feats.copy()
+    held_out = poked["split"] != "train"
+    poked.loc[held_out, "target"] = 1e6  # val and test targets must not move the choice
+    again = fit_predict_per_client(
+        poked, cols, "m", ["gp_fed"], 0, gp_settings=FAST, refit_on_val=False, gp_inputs="evidence"
+    )
+    val = out["split"] == "val"
+    np.testing.assert_array_equal(out.loc[val, "y_pred"], again.loc[val, "y_pred"])
+    every = fit_predict_per_client(feats, cols, "m", ["gp_fed"], 0, gp_settings=FAST)
+    assert not np.allclose(out.loc[val, "y_pred"], every.loc[val, "y_pred"])  # columns dropped
+    with pytest.raises(ValueError, match="regression.gp_fed_inputs"):
+        fit_predict_per_client(feats, cols, "m", ["gp_fed"], 0, gp_settings=FAST, gp_inputs="x")
+
+
+def test_regression_params_reject_an_unknown_gp_input_rule():
+    from pydantic import ValidationError
+
+    from fdrmfl_pipeline.params import RegressionParams
+
+    assert RegressionParams(gp_fed_inputs="evidence").gp_fed_inputs == "evidence"
+    with pytest.raises(ValidationError, match="gp_fed_inputs"):
+        RegressionParams(gp_fed_inputs="best")

@@ -292,6 +292,12 @@ class RegressionParams(_Strict):
     pooled: bool = Field(False, description="also fit one regressor on all clients' train features")
     method: str | None = Field(None, description="method label; default: training.strategy")
     refit_on_val: bool = Field(False, description=_REFIT_ON_VAL)
+    gp_fed_inputs: Literal["all", "evidence"] = Field(
+        "all",
+        description="gp_fed on every Z column, or on the leading k columns (k = 1..latent_dim) "
+        "whose GP has the highest marginal likelihood of the train rows (federated sums; "
+        "the warm starts order Z's columns by variance / PLS component)",
+    )
 
 
 class BaselinesParams(_Strict):

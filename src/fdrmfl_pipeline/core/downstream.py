@@ -19,6 +19,7 @@ REGRESSORS = ("rf", "ridge", "pls", "gp", "gp_fed")
 # fitted across clients from summed statistics only (core.fedgp), not per client
 FEDERATED_REGRESSORS = ("gp_fed",)
 EVAL_SPLITS = ("val", "test")
+GP_INPUTS = ("all", "evidence")  # gp_fed: every feature column, or the leading k by evidence
 
 
 def make_regressor(name: str, seed: int, n_train: int, n_features: int):
@@ -88,12 +89,14 @@ def fit_predict_per_client(
     pooled: bool = False,
     gp_settings=None,
     refit_on_val: bool = False,
+    gp_inputs: str = "all",
 ) -> pd.DataFrame:
     """Fit each regressor on every client's train rows (or all clients' train rows if ``pooled``)
     and predict that client's val and test rows. ``features`` has sample_id, client, split, target.
     A federated regressor (``gp_fed``) is fitted once from every client's sums and is skipped
-    when ``pooled`` (it never needs the rows in one place). ``refit_on_val``: test predictions
-    from a refit on train + val (module docstring)."""
+    when ``pooled`` (it never needs the rows in one place); ``gp_inputs="evidence"`` lets it keep
+    only the leading feature columns its marginal likelihood on the train rows prefers.
+    ``refit_on_val``: test predictions from a refit on train + val (module docstring)."""
     out = []
     clients = sorted(features["client"].unique())
     for reg in regressors:
@@ -101,7 +104,14 @@ def fit_predict_per_client(
             if not pooled:
                 out.append(
                     _federated_gp(
-                        features, feature_cols, method, clients, seed, gp_settings, refit_on_val
+                        features,
+                        feature_cols,
+                        method,
+                        clients,
+                        seed,
+                        gp_settings,
+                        refit_on_val,
+                        gp_inputs,
                     )
                 )
             continue
@@ -141,13 +151,23 @@ def _federated_gp(
     seed: int,
     settings=None,
     refit_on_val: bool = False,
+    inputs: str = "all",
 ) -> pd.DataFrame:
     """The random-feature GP fitted from each client's sums (``core.fedgp``); every client then
-    predicts its own val and test rows (test from a refit on train + val if ``refit_on_val``)."""
-    from fdrmfl_pipeline.core.fedgp import GPClient, fit_federated_gp
+    predicts its own val and test rows (test from a refit on train + val if ``refit_on_val``).
+    ``inputs="evidence"``: the leading columns are chosen once, by the marginal likelihood of the
+    train rows, before any val or test prediction, and kept for the refit."""
+    from fdrmfl_pipeline.core.fedgp import GPClient, choose_inputs_by_evidence, fit_federated_gp
 
+    if inputs not in GP_INPUTS:
+        raise ValueError(f"regression.gp_fed_inputs must be one of {GP_INPUTS}, got {inputs!r}")
     cols = list(cols)
     parts = {c: features[features["client"] == c] for c in clients}
+    if inputs == "evidence":
+        train = [parts[c][parts[c]["split"] == "train"] for c in clients]
+        xy = [GPClient(t[cols].to_numpy(np.float64), t["target"].to_numpy()) for t in train]
+        k, _ = choose_inputs_by_evidence(xy, seed, settings)
+        cols = cols[:k]
     models = {}
     out = []
     for split in EVAL_SPLITS:

@@ -23,7 +23,13 @@ def predict_from_features(
     refit = params.refit_on_val
     parts = [
         fit_predict_per_client(
-            extracted_features, cols, method, params.regressors, seed, refit_on_val=refit
+            extracted_features,
+            cols,
+            method,
+            params.regressors,
+            seed,
+            refit_on_val=refit,
+            gp_inputs=params.gp_fed_inputs,
         )
     ]
     if params.pooled:
