@@ -153,3 +153,36 @@ def test_benchmark_baseline_overrides_keep_the_environments_refit(tmp_path):
         params = s.load_context().params
     assert params["baselines"].refit_on_val and params["regression"].refit_on_val
     assert params["baselines"].pooled_regressors == ["pls", "ridge"]
+
+
+def test_the_named_federated_pick_job_matches_the_benchmark_variant(tmp_path):
+    """run_configs/tecator_standard_fat_pca_gp.yml: valid parameters, and the same settings as
+    paper_tables' ``pca-gp-evidence`` variant (the table's numbers are this job's)."""
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+    from paper_tables import VARIANTS
+
+    run = yaml.safe_load((PROJECT_ROOT / "run_configs/tecator_standard_fat_pca_gp.yml").read_text())
+    runtime: dict = {}
+    for item in run["run"]["params"].split(","):
+        key, value = item.split("=", 1)
+        *parents, leaf = key.split(".")
+        node = runtime
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    variant = dict(VARIANTS["pca-gp-evidence"])
+    regression = variant.pop("regression")
+    assert runtime["training"] == variant
+    assert runtime["regression"] == {**regression, "method": "pca-gp-evidence"}
+    project = make_project(tmp_path / "p")
+    bootstrap_project(project)
+    env = run["run"]["env"]
+    with KedroSession.create(project_path=project, env=env, runtime_params=runtime) as s:
+        params = s.load_context().params
+    assert params["training"].warm_start == "pca" and params["training"].rounds == 0
+    assert params["regression"].gp_fed_inputs == "evidence"
+    assert "gp_fed" in params["regression"].regressors
