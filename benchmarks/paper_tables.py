@@ -290,8 +290,6 @@ def _settings_label(exp: str, config: str) -> str:
         return "tuned"
     if config == "fdrmfl-pca":
         return "hand-set, PCA warm start"
-    if config in FEDERATED_CONFIGS and config not in FDRMFL_CONFIGS:
-        return f"{config} (0 rounds)"
     study = tuning_study(exp)
     if study is not None and study.get("study", {}).get("best_trial") == 0:
         return "hand-set (= study's best)"
@@ -323,7 +321,6 @@ def headline(summary: pd.DataFrame) -> pd.DataFrame:
         pooled = best.loc["raw_pooled"] if "raw_pooled" in best.index else None
         fpls = best.loc["warm-start-only"] if "warm-start-only" in best.index else None
         anchor = ANCHOR.get(exp)
-
         out.append(
             {
                 "experiment": exp,
