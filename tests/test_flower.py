@@ -39,14 +39,16 @@ def _bundle(project: Path) -> dict:
 def test_flower_simulation_is_bit_identical_to_inprocess(tmp_path, warm_start):
     """Same weights and history; the PLS, PCA and lasso warm starts' aggregates travel as Flower
     queries and give the same initial model (round 0 in the history); the rounds after it are the
-    same code as from a random start, which the failure tests below run on Flower."""
+    same code as from a random start, which the failure tests below run on Flower. With an anchor
+    (PLS case) the warm start travels with every round's training message."""
     import pandas as pd
 
     project = make_project(tmp_path / "p")
     # short lasso and PCA iterations: on Flower every FISTA / subspace step is one message round
     # trip per client (the default lasso path, 12 x 200 steps, takes ~6 min here)
     extra = {
-        "pls": {},
+        # the PLS case also pulls the encoders toward the warm start, which then travels too
+        "pls": {"anchor_mu": 1.0},
         # the PCA case also checks that the per-modality input scaling reaches the Flower server
         "pca": {"pca_iterations": 10, "x_scaling": "per_modality"},
         "lasso": {"lasso_penalties": 4, "lasso_iterations": 15},
@@ -68,7 +70,8 @@ def test_flower_simulation_is_bit_identical_to_inprocess(tmp_path, warm_start):
     for k in inproc["state_dict"]:
         assert torch.equal(inproc["state_dict"][k], sim["state_dict"][k]), k
     cols = ["round", "client", "participated", "train_loss", "loss_mse", "loss_con", "val_mse"]
-    pd.testing.assert_frame_equal(h_in[cols], h_sim[cols])
+    pd.testing.assert_frame_equal(h_in[cols + ["loss_anchor"]], h_sim[cols + ["loss_anchor"]])
+    assert (h_sim["loss_anchor"] > 0).any() == (warm_start == "pls")
     assert inproc["scalers"] == sim["scalers"]
     stds = [set(np.ravel(s)) for s in json.loads(sim["scalers"])["0"]["x_std"].values()]
     assert all(len(u) == 1 for u in stds) == (warm_start == "pca")  # one std per modality

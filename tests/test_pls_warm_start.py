@@ -1,8 +1,10 @@
 """Federated PLS (aggregates only) equals pooled PLS; the warm start reproduces it exactly; the
-L1 term shrinks the linear paths; round 0 is a candidate for early stopping."""
+L1 term shrinks the linear paths; round 0 is a candidate for early stopping; the L2-SP anchor
+keeps the encoders near the warm start."""
 
 from __future__ import annotations
 
+import dataclasses
 from math import prod
 
 import numpy as np
@@ -16,6 +18,10 @@ from fdrmfl_pipeline.core.model import build_model, warm_start_linear
 from fdrmfl_pipeline.core.pls import design, federated_pls
 
 from .tiny import tiny_clients
+
+CFG_ANCHOR = LocalTrainConfig(
+    local_epochs=2, batch_size=16, lr=1e-2, lambda_mi=0.1, lambda_kl=0.01, lambda_con=0.1
+)
 
 
 @pytest.fixture(autouse=True)
@@ -105,6 +111,78 @@ def test_warm_start_is_round_zero_and_early_stopping_can_keep_it():
     ok = LocalTrainConfig(local_epochs=1, batch_size=16, lr=1e-4)
     res2 = run_federated(config, clients, scalers, ok, fed, init_state=init)
     assert res2.best_round >= 0 and res2.rounds_run >= 1
+
+
+def _pls_start(clients, names, config) -> dict:
+    fit = federated_pls(clients, names, max_components=4)
+    model = build_model(config, seed=0)
+    warm_start_linear(
+        model, fit.blocks(names, [prod(m.shape) for m in config.modalities]), fit.coef
+    )
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _distance(state, init, prefixes) -> float:
+    return (
+        sum(float(((state[k] - init[k]) ** 2).sum()) for k in init if k.startswith(prefixes)) ** 0.5
+    )
+
+
+def test_anchor_keeps_the_encoders_near_the_warm_start_and_leaves_the_heads_free():
+    data, _, clients, scalers, config = tiny_clients()
+    init = _pls_start(clients, data.modality_names, config)
+    fed = FederationConfig(strategy="fdrmfl", rounds=3, seed=0)
+
+    def run(mu):
+        cfg = dataclasses.replace(CFG_ANCHOR, anchor_mu=mu)
+        return run_federated(config, clients, scalers, cfg, fed, init_state=init)
+
+    free, held = run(0.0), run(100.0)
+    d_free = _distance(free.global_state, init, losses.ANCHORED)
+    d_held = _distance(held.global_state, init, losses.ANCHORED)
+    assert d_held < 0.2 * d_free
+    # the heads are not anchored: they still learn
+    assert _distance(held.global_state, init, ("head_",)) > 0.2 * _distance(
+        free.global_state, init, ("head_",)
+    )
+    rows = [r for r in held.history if r["participated"]]
+    assert rows and all(r["loss_anchor"] > 0 for r in rows)
+    assert all(r["loss_anchor"] == 0 for r in free.history if r["participated"])
+
+
+def test_anchor_penalty_is_the_squared_distance_of_the_encoders_and_fusion_only():
+    _, _, _, _, config = tiny_clients()
+    model = build_model(config, seed=0)
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    assert float(losses.anchor_penalty(losses.anchored_pairs(model, start)).detach()) == 0.0
+    with torch.no_grad():
+        model.head_linear.weight.add_(1.0)  # heads are free
+        model.fusion.bias.add_(0.5)
+        next(iter(model.encoders.values())).linear.bias.add_(-2.0)
+    enc_bias = next(iter(model.encoders.values())).linear.bias
+    expected = 0.25 * model.fusion.bias.numel() + 4.0 * enc_bias.numel()
+    value = float(losses.anchor_penalty(losses.anchored_pairs(model, start)).detach())
+    assert value == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="anchor state lacks"):
+        losses.anchored_pairs(model, {k: v for k, v in start.items() if k.startswith("head")})
+
+
+def test_anchor_without_a_warm_start_is_a_clear_error():
+    from pydantic import ValidationError
+
+    from fdrmfl_pipeline.params import TrainingParams
+
+    _, _, clients, scalers, config = tiny_clients()
+    cfg = dataclasses.replace(CFG_ANCHOR, anchor_mu=1.0)
+    with pytest.raises(ValueError, match="anchor_mu=1.0 pulls .* warm start, but none was given"):
+        run_federated(config, clients, scalers, cfg, FederationConfig(rounds=1, seed=0))
+    with pytest.raises(
+        ValidationError, match="training.anchor_mu=1.0 .* needs training.warm_start"
+    ):
+        TrainingParams(anchor_mu=1.0)
+    with pytest.raises(ValidationError, match="anchor_mu"):
+        TrainingParams(anchor_mu=-1.0, warm_start="pls")
+    assert TrainingParams(anchor_mu=1.0, warm_start="pca").anchor_mu == 1.0
 
 
 def test_l1_term_shrinks_the_linear_paths():

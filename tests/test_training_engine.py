@@ -256,11 +256,11 @@ class _Flaky:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def train(self, jobs, round_, cfg):
+    def train(self, jobs, round_, cfg, anchor=None):
         alive = {
             c: s for c, s in jobs.items() if not (round_ >= self.from_round and c in self.dead)
         }
-        updates, failures = self.inner.train(alive, round_, cfg)
+        updates, failures = self.inner.train(alive, round_, cfg, anchor)
         failures.update({c: "connection lost" for c in jobs if c not in alive})
         return updates, failures
 

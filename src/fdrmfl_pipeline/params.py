@@ -241,6 +241,13 @@ class TrainingParams(_Strict):
     tau: float = Field(0.5, gt=0.0)
     prox_mu: float = Field(0.01, ge=0.0)
     lambda_l1: float = Field(0.0, ge=0.0, description="L1 on the encoders' linear paths")
+    anchor_mu: float = Field(
+        0.0,
+        ge=0.0,
+        description="L2-SP: (anchor_mu/2)*||w - w_start||^2 pulls the encoders and fusion toward "
+        "the federated warm start every round (weight decay toward the start instead of toward "
+        "zero; the heads stay free); needs warm_start",
+    )
     scaling: Literal["federated", "local"] = "federated"
     x_scaling: Literal["per_feature", "per_modality"] = Field(
         "per_feature",
@@ -261,6 +268,11 @@ class TrainingParams(_Strict):
         if self.rounds == 0 and self.warm_start == "none":
             raise ValueError(
                 "training.rounds=0 trains nothing: it needs training.warm_start: pls, pca or lasso"
+            )
+        if self.anchor_mu > 0 and self.warm_start == "none":
+            raise ValueError(
+                f"training.anchor_mu={self.anchor_mu} pulls the model toward the warm start: it "
+                "needs training.warm_start: pls, pca or lasso"
             )
         if self.warm_start != "none":
             if not self.linear_path:

@@ -13,7 +13,7 @@ from fdrmfl_pipeline.core.clientdata import ClientData, SplitArrays
 from fdrmfl_pipeline.core.model import FDRMFLModel, ModelConfig, build_model
 
 State = dict[str, torch.Tensor]
-LOSS_TERMS = ("mse", "mi", "skl", "con", "prox", "l1")
+LOSS_TERMS = ("mse", "mi", "skl", "con", "prox", "l1", "anchor")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class LocalTrainConfig:
     tau: float = 0.5
     prox_mu: float = 0.0
     lambda_l1: float = 0.0  # L1 on the encoders' linear paths (sparse projections)
+    anchor_mu: float = 0.0  # L2-SP: pull the encoders and fusion toward the warm start
 
 
 @dataclass
@@ -66,8 +67,14 @@ def local_update(
     cfg: LocalTrainConfig,
     seed: int,
     round_: int,
+    anchor_state: State | None = None,
 ) -> tuple[ClientUpdate, State]:
     """Train the received global model on the client's ``train`` split.
+
+    ``anchor_state`` (with ``cfg.anchor_mu > 0``): the federated warm start; the encoders and
+    fusion are pulled toward it by ``anchor_mu/2 * ||w - w_anchor||^2`` (L2-SP), i.e. weight decay
+    toward the start instead of toward zero. Its tensors outside :data:`losses.ANCHORED` are
+    ignored.
 
     The optimiser is created fresh every round (no moments carried across rounds). Returns the
     update for the server and the client's new local state (kept client-side as the "previous
@@ -87,6 +94,11 @@ def local_update(
         frozen_global = model_from_state(config, global_state).eval().requires_grad_(False)
         frozen_prev = model_from_state(config, prev_state).eval().requires_grad_(False)
     global_params = [p.detach().clone() for p in model.parameters()] if cfg.prox_mu > 0 else None
+    anchor = None
+    if cfg.anchor_mu > 0:
+        if anchor_state is None:
+            raise ValueError("anchor_mu > 0 needs the warm-start state to anchor to")
+        anchor = losses.anchored_pairs(model, anchor_state)
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
     opt = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     train = data.train
@@ -120,6 +132,9 @@ def local_update(
             if global_params is not None:
                 terms["prox"] = losses.proximal(list(model.parameters()), global_params)
                 loss = loss + 0.5 * cfg.prox_mu * terms["prox"]
+            if anchor is not None:
+                terms["anchor"] = losses.anchor_penalty(anchor)
+                loss = loss + 0.5 * cfg.anchor_mu * terms["anchor"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

@@ -59,10 +59,15 @@ class ClientRunner(Protocol):
     def n_train(self, client: int) -> int: ...
 
     def train(
-        self, jobs: dict[int, State], round_: int, cfg: LocalTrainConfig
+        self,
+        jobs: dict[int, State],
+        round_: int,
+        cfg: LocalTrainConfig,
+        anchor: State | None = None,
     ) -> tuple[list[ClientUpdate], dict[int, str]]:
-        """Each client in ``jobs`` trains from its given state; returns the updates received
-        and, for clients that did not answer, the reason."""
+        """Each client in ``jobs`` trains from its given state (pulled toward ``anchor``, the
+        warm start, when ``cfg.anchor_mu > 0``); returns the updates received and, for clients
+        that did not answer, the reason."""
         ...
 
     def evaluate(self, states: dict[int, State]) -> dict[int, float]:
@@ -98,7 +103,7 @@ class InProcessRunner:
     def n_train(self, client: int) -> int:
         return self.clients[client].train.n
 
-    def train(self, jobs, round_, cfg):
+    def train(self, jobs, round_, cfg, anchor=None):
         updates = []
         for c in sorted(jobs):
             upd, local_state = local_update(
@@ -109,6 +114,7 @@ class InProcessRunner:
                 cfg,
                 self.seed,
                 round_,
+                anchor,
             )
             self.prev_states[c] = local_state  # stays on the client
             updates.append(upd)
@@ -241,13 +247,19 @@ def run_rounds(
 
     ``init_state`` (e.g. a federated PLS warm start) replaces the seeded random initialisation;
     it is then validated as "round 0", so early stopping can keep it if no round improves on it.
+    With ``local_cfg.anchor_mu > 0`` every round's local training is pulled toward it (L2-SP).
     """
     cfg = strategy_loss_config(fed.strategy, local_cfg)
     ids = runner.client_ids()
     warm = init_state is not None
+    if cfg.anchor_mu > 0 and not warm:
+        raise ValueError(
+            f"anchor_mu={cfg.anchor_mu} pulls the model toward a warm start, but none was given"
+        )
     if init_state is None:
         init_state = build_model(model_config, seed=fed.seed).state_dict()
     global_state = {k: v.detach().clone() for k, v in init_state.items()}
+    anchor = global_state if cfg.anchor_mu > 0 else None
     client_states: dict[int, State] = (
         {c: global_state for c in ids} if fed.strategy == "local" else {}
     )
@@ -296,7 +308,7 @@ def run_rounds(
         jobs = {
             c: (client_states[c] if fed.strategy == "local" else global_state) for c in selected
         }
-        updates, failures = runner.train(jobs, rnd, cfg)
+        updates, failures = runner.train(jobs, rnd, cfg, anchor)
         for c, why in sorted(failures.items()):
             logger.error("round %d: client %d did not answer: %s", rnd, c, why)
         need = min(fed.min_clients, len(selected))

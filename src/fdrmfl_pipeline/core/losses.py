@@ -82,3 +82,26 @@ def l1_linear_paths(model) -> torch.Tensor:
         enc.linear.weight.abs().sum() for enc in model.encoders.values() if enc.linear is not None
     ]
     return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
+# the parts of the model an anchor (L2-SP) pulls toward the warm start; the heads stay free
+ANCHORED = ("encoders.", "fusion.")
+
+
+def anchored_pairs(model, anchor_state: dict) -> list:
+    """``(parameter, its value in anchor_state)`` for every parameter under :data:`ANCHORED`."""
+    missing = [
+        n for n, _ in model.named_parameters() if n.startswith(ANCHORED) and n not in anchor_state
+    ]
+    if missing:
+        raise ValueError(f"the anchor state lacks {len(missing)} tensors, e.g. '{missing[0]}'")
+    return [
+        (p, anchor_state[n].detach().to(p.dtype))
+        for n, p in model.named_parameters()
+        if n.startswith(ANCHORED)
+    ]
+
+
+def anchor_penalty(pairs: list) -> torch.Tensor:
+    """L2-SP's ``||w - w_anchor||^2`` over the anchored parameters (multiply by mu/2)."""
+    return sum(((p - a) ** 2).sum() for p, a in pairs)

@@ -46,6 +46,7 @@ from fdrmfl_pipeline.core.clientdata import (
     scale_client,
 )
 from fdrmfl_pipeline.core.engine import TrainingResult, run_rounds
+from fdrmfl_pipeline.core.losses import ANCHORED
 from fdrmfl_pipeline.core.modalities import from_arrow
 from fdrmfl_pipeline.flower.job import FlowerJob
 
@@ -64,6 +65,10 @@ def _state_record(state: State) -> ArrayRecord:
 
 def _record_state(rec: ArrayRecord) -> State:
     return {k: torch.from_numpy(np.array(v.numpy(), copy=True)) for k, v in rec.items()}
+
+
+def _anchored(state: State) -> State:
+    return {k: v for k, v in state.items() if k.startswith(ANCHORED)}
 
 
 def _scaler_record(sc: Scaler) -> ArrayRecord:
@@ -201,6 +206,9 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
             local_cfg,
             int(cfg_rec["seed"]),
             round_,
+            _record_state(msg.content.array_records["anchor"])
+            if "anchor" in msg.content.array_records
+            else None,
         )
         context.state.array_records["prev"] = _state_record(local_state)  # stays on the client
         metrics = MetricRecord(
@@ -307,15 +315,24 @@ class FlowerRunner:
                 failures[c] = f"no reply within {self.job.round_timeout:.0f}s"
         return replies, failures
 
-    def train(self, jobs: dict[int, State], round_: int, cfg: LocalTrainConfig):
+    def train(
+        self,
+        jobs: dict[int, State],
+        round_: int,
+        cfg: LocalTrainConfig,
+        anchor: State | None = None,
+    ):
         config = ConfigRecord({**asdict(cfg), "round": round_, "seed": self.job.federation().seed})
         config = ConfigRecord({k: v for k, v in config.items() if v is not None})
+        # the warm start the clients are pulled toward (its anchored parts only)
+        extra = {} if anchor is None else {"anchor": _state_record(_anchored(anchor))}
         contents = {
             c: RecordDict(
                 {
                     "global": _state_record(s),
                     "scaler": _scaler_record(self.scalers[c]),
                     "config": config,
+                    **extra,
                 }
             )
             for c, s in jobs.items()

@@ -79,6 +79,7 @@ def local_train_config(params: TrainingParams):
         tau=params.tau,
         prox_mu=params.prox_mu,
         lambda_l1=params.lambda_l1,
+        anchor_mu=params.anchor_mu,
     )
 
 
