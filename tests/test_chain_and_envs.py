@@ -155,9 +155,16 @@ def test_benchmark_baseline_overrides_keep_the_environments_refit(tmp_path):
     assert params["baselines"].pooled_regressors == ["pls", "ridge"]
 
 
-def test_the_named_federated_pick_job_matches_the_benchmark_variant(tmp_path):
-    """run_configs/tecator_standard_fat_pca_gp.yml: valid parameters, and the same settings as
-    paper_tables' ``pca-gp-evidence`` variant (the table's numbers are this job's)."""
+@pytest.mark.parametrize(
+    ("job", "variant_name"),
+    [
+        ("tecator_standard_fat_pca_gp.yml", "pca-gp-evidence"),
+        ("tecator_standard_fat_anchored.yml", "fdrmfl-pca-anchored"),
+    ],
+)
+def test_the_named_standard_fat_jobs_match_their_benchmark_variants(tmp_path, job, variant_name):
+    """run_configs/tecator_standard_fat_{pca_gp,anchored}.yml: valid parameters, and the same
+    settings as paper_tables' variant (the table's numbers are these jobs')."""
     import sys
 
     import yaml
@@ -165,7 +172,7 @@ def test_the_named_federated_pick_job_matches_the_benchmark_variant(tmp_path):
     sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
     from paper_tables import VARIANTS
 
-    run = yaml.safe_load((PROJECT_ROOT / "run_configs/tecator_standard_fat_pca_gp.yml").read_text())
+    run = yaml.safe_load((PROJECT_ROOT / "run_configs" / job).read_text())
     runtime: dict = {}
     for item in run["run"]["params"].split(","):
         key, value = item.split("=", 1)
@@ -174,15 +181,19 @@ def test_the_named_federated_pick_job_matches_the_benchmark_variant(tmp_path):
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = yaml.safe_load(value)
-    variant = dict(VARIANTS["pca-gp-evidence"])
+    variant = dict(VARIANTS[variant_name])
     regression = variant.pop("regression")
     assert runtime["training"] == variant
-    assert runtime["regression"] == {**regression, "method": "pca-gp-evidence"}
+    assert runtime["regression"] == {**regression, "method": variant_name}
     project = make_project(tmp_path / "p")
     bootstrap_project(project)
     env = run["run"]["env"]
     with KedroSession.create(project_path=project, env=env, runtime_params=runtime) as s:
         params = s.load_context().params
-    assert params["training"].warm_start == "pca" and params["training"].rounds == 0
+    assert params["training"].warm_start == "pca"
+    if variant_name == "pca-gp-evidence":
+        assert params["training"].rounds == 0
+    else:  # trained (the environment's 400 rounds, early stopping), anchored to the start
+        assert params["training"].rounds > 0 and params["training"].anchor_mu == 10.0
     assert params["regression"].gp_fed_inputs == "evidence"
     assert "gp_fed" in params["regression"].regressors
