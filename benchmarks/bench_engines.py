@@ -56,19 +56,14 @@ def bench(clients: int, rounds: int, epochs: int) -> list[dict]:
     from kedro.framework.startup import bootstrap_project
 
     from fdrmfl_pipeline.core.engine import run_federated
+    from fdrmfl_pipeline.core.modalities import from_arrow
+    from fdrmfl_pipeline.core.setup import TrainingSetup
     from fdrmfl_pipeline.flower.deploy import federate_local
+    from fdrmfl_pipeline.flower.server_app import load_result
     from fdrmfl_pipeline.flower.simulation import simulate_training
-    from fdrmfl_pipeline.pipelines.training.nodes import (
-        client_data,
-        federation_config,
-        initial_state,
-        local_train_config,
-        model_config,
-        warm_start_settings,
-    )
 
     params = {
-        "training": {"rounds": rounds, "local_epochs": epochs},
+        "training": {"federation": {"rounds": rounds}, "optimizer": {"local_epochs": epochs}},
         "partitioning": {"n_clients": clients},
     }
     rows = []
@@ -84,34 +79,21 @@ def bench(clients: int, rounds: int, epochs: int) -> list[dict]:
                 ctx.catalog.load("client_assignments"),
             )
             training, seed = _typed(ctx.params["training"]), ctx.params["seed"]
-        torch.set_num_threads(training.num_threads)
-        torch.use_deterministic_algorithms(True)
-        data, names, cl, scalers = client_data(table, assign, training, seed)
-        cfg, local, fed = (
-            model_config(data, names, training),
-            local_train_config(training),
-            federation_config(training, seed),
-        )
+        data = from_arrow(table)
+        setup = TrainingSetup.from_params(training, seed, data)
+        setup.setup_torch()
+        cl, scalers = setup.clients(data, assign, seed)
 
         # every engine runs the same job, the project's warm start included
         t0 = time.perf_counter()
-        init = initial_state(cfg, cl, names, training, seed)
-        ref = run_federated(cfg, cl, scalers, local, fed, init_state=init)
+        init = setup.initial_state(cl, seed)
+        ref = run_federated(
+            setup.model, cl, scalers, setup.local, setup.federation, init_state=init
+        )
         rows.append({"engine": "inprocess", "seconds": time.perf_counter() - t0})
 
         t0 = time.perf_counter()
-        sim, _ = simulate_training(
-            table,
-            assign,
-            cfg,
-            local,
-            fed,
-            names,
-            training.scaling,
-            Path(tmp) / "sim",
-            extra=warm_start_settings(training),
-            x_scaling=training.x_scaling,
-        )
+        sim, _ = simulate_training(table, assign, setup, Path(tmp) / "sim")
         rows.append({"engine": "flower-simulation", "seconds": time.perf_counter() - t0})
         same_sim = all(
             torch.equal(ref.global_state[k], sim.global_state[k]) for k in ref.global_state
@@ -120,10 +102,8 @@ def bench(clients: int, rounds: int, epochs: int) -> list[dict]:
         t0 = time.perf_counter()
         run_dir = federate_local(project, clients, params=params)
         rows.append({"engine": "flower-deployment", "seconds": time.perf_counter() - t0})
-        dep = torch.load(run_dir / "result.pt", weights_only=False)
-        same_dep = all(
-            torch.equal(ref.global_state[k], dep["global_state"][k]) for k in ref.global_state
-        )
+        _, dep_state = load_result(run_dir)
+        same_dep = all(torch.equal(ref.global_state[k], dep_state[k]) for k in ref.global_state)
     base = rows[0]["seconds"]
     for r in rows:
         r.update(

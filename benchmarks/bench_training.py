@@ -44,18 +44,18 @@ def run_one(
     from fdrmfl_pipeline.core.clientdata import build_clients
     from fdrmfl_pipeline.core.engine import run_federated
     from fdrmfl_pipeline.core.partition import PartitionOptions, partition
+    from fdrmfl_pipeline.core.setup import TrainingSetup
     from fdrmfl_pipeline.core.synthetic import generate_synthetic
     from fdrmfl_pipeline.params import TrainingParams
-    from fdrmfl_pipeline.pipelines.training.nodes import (
-        federation_config,
-        initial_state,
-        local_train_config,
-        model_config,
-    )
 
     # the project's default training parameters, on the reference protocol
-    params = TrainingParams(
-        rounds=rounds, local_epochs=epochs, batch_size=32, warm_start=warm_start
+    params = TrainingParams().with_values(
+        {
+            "federation.rounds": rounds,
+            "optimizer.local_epochs": epochs,
+            "optimizer.batch_size": 32,
+            "warm_start.kind": warm_start,
+        }
     )
     data = generate_synthetic("f1", 2000, 500, seed)
     assign = partition(
@@ -67,15 +67,13 @@ def run_one(
         seeding.rng(seed, "partition"),
     )
     clients, scalers = build_clients(data, assign, data.modality_names, "federated", seed)
-    config = model_config(data, data.modality_names, params)
-    cfg = local_train_config(params)
+    setup = TrainingSetup.from_params(params, seed, data)
+    config = setup.model
     t0 = time.perf_counter()
-    init = initial_state(config, clients, data.modality_names, params, seed)
+    init = setup.initial_state(clients, seed)
     warm_wall = time.perf_counter() - t0
     t0 = time.perf_counter()
-    res = run_federated(
-        config, clients, scalers, cfg, federation_config(params, seed), init_state=init
-    )
+    res = run_federated(config, clients, scalers, setup.local, setup.federation, init_state=init)
     wall = time.perf_counter() - t0
     model = model_from_state(config, res.global_state)
     test_mse = [

@@ -1,8 +1,9 @@
-"""The whole chain, every paper environment in quick size, the report and the notebook."""
+"""The whole chain, every registered experiment in quick size, the report and the notebook."""
 
 from __future__ import annotations
 
 import os
+import sys
 
 import pandas as pd
 import pytest
@@ -11,42 +12,44 @@ from kedro.framework.startup import bootstrap_project
 
 from .conftest import PROJECT_ROOT, SHARED_CORN, latest, make_project, run_session
 
-ENVS = sorted(
-    p.name
-    for p in (PROJECT_ROOT / "conf").iterdir()
-    if p.name.startswith(("paper_", "tecator_standard_"))
-)
+sys.path.insert(0, str(PROJECT_ROOT / "experiments"))
+import registry  # noqa: E402
+
+PROTOCOL_ENVS = ["paper_corn", "paper_sim", "paper_tecator", "tecator_standard"]
 QUICK = {
     "ingestion": {"synthetic": {"n_train": 150, "n_test": 45}},
-    "training": {"rounds": 1, "local_epochs": 1, "hidden_dim": 8, "latent_dim": 3},
+    "training": {
+        "federation": {"rounds": 1},
+        "optimizer": {"local_epochs": 1},
+        "model": {"hidden_dim": 8, "latent_dim": 3},
+    },
     "baselines": {"vae_epochs": 2},
 }
 
 
-def test_there_is_an_environment_per_paper_protocol():
+def test_four_protocol_environments_and_every_experiment_uses_one():
+    envs = sorted(p.name for p in (PROJECT_ROOT / "conf").iterdir() if p.is_dir())
+    assert [e for e in envs if e not in ("base", "local")] == PROTOCOL_ENVS
     expected = {f"paper_sim_{f}" for f in ("f1", "f2", "f3")}
     expected |= {f"paper_tecator_{t}" for t in ("protein", "moisture", "fat")}
     expected |= {f"paper_corn_{t}" for t in ("moisture", "oil", "protein", "starch")}
-    expected |= {
-        "paper_sim_f1_dirichlet",
-        "paper_sim_f1_target_shift",
-        "paper_sim_f1_missing_modality",
-    }
-    assert expected <= set(ENVS)
+    expected |= {f"tecator_standard_{t}" for t in ("protein", "moisture", "fat")}
+    assert expected <= set(registry.EXPERIMENTS)
+    assert {e.env for e in registry.EXPERIMENTS.values()} == set(PROTOCOL_ENVS)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("env", ENVS)
-def test_paper_environment_runs_end_to_end_quick(tmp_path, env):
-    params = dict(QUICK)
-    if "corn" in env:
+@pytest.mark.parametrize("exp", sorted(registry.EXPERIMENTS))
+def test_experiment_runs_end_to_end_quick(tmp_path, exp):
+    env, params = registry.run_params(exp, extra=QUICK)
+    if registry.EXPERIMENTS[exp].needs_corn:
         if not (SHARED_CORN / "corn_m5.csv").exists():
             pytest.skip(f"corn data not found at {SHARED_CORN} (it is never committed)")
-        params = {**params, "paths": {"corn_dir": str(SHARED_CORN)}}
+        params = registry.merge(params, {"paths": {"corn_dir": str(SHARED_CORN)}})
     project = make_project(tmp_path / "p")
     run_session(project, None, params, env=env)
     metrics = pd.read_parquet(latest(project, "data/08_reporting/evaluation_metrics.parquet"))
-    assert set(metrics["experiment"]) == {env}
+    assert set(metrics["experiment"]) == {exp}
     test = metrics[(metrics["split"] == "test") & (metrics["scope"] == "client")]
     assert {"fdrmfl", "pca90", "pls", "mean"} <= set(test["method"])
     assert test["mse"].notna().all()
@@ -104,96 +107,86 @@ def test_environments_override_single_parameters_and_keep_the_rest(tmp_path):
     base = project / "conf/base/parameters_training.yml"
     base.write_text(base.read_text().replace("lambda_mi: 0.1 ", "lambda_mi: 0.123 "))
     bootstrap_project(project)
-    with KedroSession.create(project_path=project, env="paper_tecator_fat") as s:
+    with KedroSession.create(project_path=project, env="paper_tecator") as s:
         params = s.load_context().params
-    assert params["training"].lambda_mi == 0.123  # from base, not replaced by the environment
-    assert params["training"].rounds == 15 and params["ingestion"].source == "tecator"
+    training = params["training"]
+    assert training.loss.lambda_mi == 0.123  # from base, not replaced by the environment
+    assert training.loss.lambda_kl == 0.001  # from the environment
+    assert training.federation.rounds == 15 and params["ingestion"].source == "tecator"
 
 
-def test_every_experiment_has_a_named_tuning_job_that_validates(tmp_path):
-    """run_configs/tune_<env>.yml for every environment; its study tunes a non-empty subset of
-    the shared search space, and the environment's own values are its first trial."""
-    import sys
+def _params(env: str, runtime: dict):
+    """The validated parameter tree of an environment with runtime parameters (no Kedro run)."""
+    from kedro.config import OmegaConfigLoader
 
-    sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
-    from tune_experiments import job
+    from fdrmfl_pipeline.params import ProjectParams, check_parameters
 
+    loader = OmegaConfigLoader(
+        str(PROJECT_ROOT / "conf"),
+        base_env="base",
+        default_run_env="local",
+        env=env,
+        merge_strategy={"parameters": "soft", "globals": "soft"},
+        runtime_params=runtime,
+    )
+    tree = dict(loader["parameters"])
+    check_parameters(tree)
+    return ProjectParams.model_validate(tree)
+
+
+@pytest.mark.parametrize("exp", sorted(registry.EXPERIMENTS))
+def test_every_experiment_and_variant_is_a_valid_configuration(exp):
+    """Every registry entry and every variant on it validates against the one schema (unknown
+    keys included); the label and method reach evaluation and regression."""
+    for variant in registry.VARIANTS:
+        env, runtime = registry.run_params(exp, variant, seed=3)
+        p = _params(env, runtime)
+        assert p.evaluation.experiment == exp and p.regression.method == variant
+        assert p.seed == 3
+        # the downstream regressors and the baselines share one fitting protocol per table
+        assert p.regression.refit_on_val == p.baselines.refit_on_val, exp
+
+
+def test_registry_variants_set_what_they_say():
+    env, runtime = registry.run_params("tecator_standard_fat", "fdrmfl-pca-anchored")
+    p = _params(env, runtime)
+    assert env == "tecator_standard"
+    assert p.ingestion.tecator.modalities == ["spectrum_d2"]
+    assert p.training.warm_start.kind == "pca" and p.training.warm_start.components == 20
+    assert p.training.experimental.anchor_mu == 10.0
+    assert p.training.federation.rounds == 400  # the environment's schedule, trained
+    assert p.regression.experimental.gp_fed_inputs == "evidence"
+    p = _params(*registry.run_params("tecator_standard_fat", "pca-gp-evidence"))
+    assert p.training.federation.rounds == 0 and p.training.experimental.anchor_mu == 0.0
+    p = _params(*registry.run_params("paper_corn_starch"))
+    assert p.ingestion.corn.target == "starch" and p.training.federation.rounds == 15
+
+
+def test_every_experiment_has_a_tuning_job_that_validates():
+    """Each experiment's tuning job: study tune_<experiment>, a non-empty subset of the shared
+    search space, and the environment's own values as its first trial."""
     from fdrmfl_pipeline.pipelines.tuning.nodes import search_entries, start_point
 
-    project = make_project(tmp_path / "p")
-    bootstrap_project(project)
-    for env in ENVS:
-        name, pipelines, runtime = job(env)
-        assert name == env and pipelines == ["ingestion", "partitioning", "tuning"]
-        assert runtime["tuning"]["study_name"] == f"tune_{env}"
-        with KedroSession.create(project_path=project, env=env, runtime_params=runtime) as s:
-            params = s.load_context().params
-        tuning, training = params["tuning"], params["training"]
-        names = [e.name for e in search_entries(tuning)]
-        assert names and "latent_dim" not in names, env
-        assert set(start_point(tuning, training)) == set(names), env
-        # the downstream regressors and the baselines share one fitting protocol per table
-        assert params["regression"].refit_on_val == params["baselines"].refit_on_val, env
+    for exp in registry.EXPERIMENTS:
+        env, pipelines, runtime = registry.tuning_params(exp)
+        assert pipelines == ["ingestion", "partitioning", "tuning"]
+        p = _params(env, runtime)
+        assert p.tuning.study_name == f"tune_{exp}" and p.tuning.n_trials > 0
+        names = [e.name for e in search_entries(p.tuning)]
+        assert names and "model.latent_dim" not in names, exp
+        assert set(start_point(p.tuning, p.training)) == set(names), exp
 
 
-def test_benchmark_baseline_overrides_keep_the_environments_refit(tmp_path):
-    """paper_tables passes its own baselines lists at run time; the standard-split environments'
-    refit on train + val (the anchor's 172 training samples) must survive that merge."""
-    import sys
+def test_table_baseline_overrides_keep_the_environments_refit():
+    """The table runner passes its own baselines lists at run time; the standard-split
+    environment's refit on train + val must survive that merge."""
+    sys.path.insert(0, str(PROJECT_ROOT / "experiments"))
+    from tables import baselines_for
 
-    sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
-    from paper_tables import baselines_for
-
-    project = make_project(tmp_path / "p")
-    bootstrap_project(project)
-    runtime = {"baselines": baselines_for("tecator_standard_fat", quick=True)}
-    with KedroSession.create(
-        project_path=project, env="tecator_standard_fat", runtime_params=runtime
-    ) as s:
-        params = s.load_context().params
-    assert params["baselines"].refit_on_val and params["regression"].refit_on_val
-    assert params["baselines"].pooled_regressors == ["pls", "ridge"]
-
-
-@pytest.mark.parametrize(
-    ("job", "variant_name"),
-    [
-        ("tecator_standard_fat_pca_gp.yml", "pca-gp-evidence"),
-        ("tecator_standard_fat_anchored.yml", "fdrmfl-pca-anchored"),
-    ],
-)
-def test_the_named_standard_fat_jobs_match_their_benchmark_variants(tmp_path, job, variant_name):
-    """run_configs/tecator_standard_fat_{pca_gp,anchored}.yml: valid parameters, and the same
-    settings as paper_tables' variant (the table's numbers are these jobs')."""
-    import sys
-
-    import yaml
-
-    sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
-    from paper_tables import VARIANTS
-
-    run = yaml.safe_load((PROJECT_ROOT / "run_configs" / job).read_text())
-    runtime: dict = {}
-    for item in run["run"]["params"].split(","):
-        key, value = item.split("=", 1)
-        *parents, leaf = key.split(".")
-        node = runtime
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
-    variant = dict(VARIANTS[variant_name])
-    regression = variant.pop("regression")
-    assert runtime["training"] == variant
-    assert runtime["regression"] == {**regression, "method": variant_name}
-    project = make_project(tmp_path / "p")
-    bootstrap_project(project)
-    env = run["run"]["env"]
-    with KedroSession.create(project_path=project, env=env, runtime_params=runtime) as s:
-        params = s.load_context().params
-    assert params["training"].warm_start == "pca"
-    if variant_name == "pca-gp-evidence":
-        assert params["training"].rounds == 0
-    else:  # trained (the environment's 400 rounds, early stopping), anchored to the start
-        assert params["training"].rounds > 0 and params["training"].anchor_mu == 10.0
-    assert params["regression"].gp_fed_inputs == "evidence"
-    assert "gp_fed" in params["regression"].regressors
+    env, runtime = registry.run_params(
+        "tecator_standard_fat",
+        extra={"baselines": baselines_for("tecator_standard_fat", quick=True)},
+    )
+    p = _params(env, runtime)
+    assert p.baselines.refit_on_val and p.regression.refit_on_val
+    assert p.baselines.pooled_regressors == ["pls", "ridge"]

@@ -54,7 +54,7 @@ def test_unknown_x_scaling_is_named():
     )
     stats = {0: train_stats(x, mask, y, data.modality_names)}
     shapes = {m: data.spec(m).shape for m in data.modality_names}
-    with pytest.raises(ConfigError, match=r"training\.x_scaling 'per_band'"):
+    with pytest.raises(ConfigError, match=r"training\.experimental\.x_scaling 'per_band'"):
         federated_scaler(stats, shapes, "per_band")
 
 
@@ -63,6 +63,7 @@ def test_training_params_reject_an_unknown_x_scaling():
 
     from fdrmfl_pipeline.params import TrainingParams
 
-    assert TrainingParams(x_scaling="per_modality").x_scaling == "per_modality"
+    p = TrainingParams(experimental={"x_scaling": "per_modality"})
+    assert p.experimental.x_scaling == "per_modality"
     with pytest.raises(ValidationError, match="x_scaling"):
-        TrainingParams(x_scaling="per_band")
+        TrainingParams(experimental={"x_scaling": "per_band"})

@@ -185,7 +185,7 @@ def test_downstream_evidence_inputs_choose_on_train_rows_only():
     np.testing.assert_array_equal(out.loc[val, "y_pred"], again.loc[val, "y_pred"])
     every = fit_predict_per_client(feats, cols, "m", ["gp_fed"], 0, gp_settings=FAST)
     assert not np.allclose(out.loc[val, "y_pred"], every.loc[val, "y_pred"])  # columns dropped
-    with pytest.raises(ValueError, match="regression.gp_fed_inputs"):
+    with pytest.raises(ValueError, match="regression.experimental.gp_fed_inputs"):
         fit_predict_per_client(feats, cols, "m", ["gp_fed"], 0, gp_settings=FAST, gp_inputs="x")
 
 
@@ -194,6 +194,7 @@ def test_regression_params_reject_an_unknown_gp_input_rule():
 
     from fdrmfl_pipeline.params import RegressionParams
 
-    assert RegressionParams(gp_fed_inputs="evidence").gp_fed_inputs == "evidence"
+    p = RegressionParams(experimental={"gp_fed_inputs": "evidence"})
+    assert p.experimental.gp_fed_inputs == "evidence"
     with pytest.raises(ValidationError, match="gp_fed_inputs"):
-        RegressionParams(gp_fed_inputs="best")
+        RegressionParams(experimental={"gp_fed_inputs": "best"})

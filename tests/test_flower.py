@@ -20,13 +20,25 @@ pytestmark = pytest.mark.flower
 SMALL = {
     "ingestion": {"synthetic": {"n_train": 150, "n_test": 45}},
     "training": {
-        "rounds": 2,
-        "local_epochs": 1,
-        "latent_dim": 4,
-        "hidden_dim": 16,
-        "client_fraction": 0.7,
+        "federation": {"rounds": 2, "client_fraction": 0.7},
+        "optimizer": {"local_epochs": 1},
+        "model": {"latent_dim": 4, "hidden_dim": 16},
     },
 }
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _setup(config, cfg, fed, names):
+    from fdrmfl_pipeline.core.setup import TrainingSetup
+    from fdrmfl_pipeline.core.warmstart import WarmStartConfig
+
+    return TrainingSetup(config, cfg, fed, WarmStartConfig("none"), tuple(names))
 
 
 def _bundle(project: Path) -> dict:
@@ -48,18 +60,22 @@ def test_flower_simulation_is_bit_identical_to_inprocess(tmp_path, warm_start):
     # trip per client (the default lasso path, 12 x 200 steps, takes ~6 min here)
     extra = {
         # the PLS case also pulls the encoders toward the warm start, which then travels too
-        "pls": {"anchor_mu": 1.0},
+        "pls": {"experimental": {"anchor_mu": 1.0}},
         # the PCA case also checks that the per-modality input scaling reaches the Flower server
-        "pca": {"pca_iterations": 10, "x_scaling": "per_modality"},
-        "lasso": {"lasso_penalties": 4, "lasso_iterations": 15},
+        "pca": {
+            "warm_start": {"pca_iterations": 10},
+            "experimental": {"x_scaling": "per_modality"},
+        },
+        "lasso": {"warm_start": {"lasso_penalties": 4, "lasso_iterations": 15}},
     }[warm_start]
-    small = {**SMALL, "training": {**SMALL["training"], "warm_start": warm_start, **extra}}
+    small = _merge(SMALL, {"training": {"warm_start": {"kind": warm_start}}})
+    small = _merge(small, {"training": extra})
     run_session(project, ["ingestion", "partitioning", "training"], small)
     inproc = _bundle(project)
     h_in = pd.read_parquet(
         sorted((project / "data/07_model_output/training_history.parquet").glob("*/*"))[-1]
     )
-    flower = {**small, "training": {**small["training"], "engine": "flower-simulation"}}
+    flower = _merge(small, {"training": {"engine": "flower-simulation"}})
     run_session(project, ["training"], flower)
     sim = _bundle(project)
     h_sim = pd.read_parquet(
@@ -93,14 +109,7 @@ def test_simulated_client_failure_is_logged_and_the_round_completes(tmp_path, mo
     fed = FederationConfig(rounds=3, seed=0, min_clients=2)
     with caplog.at_level(logging.ERROR):
         result, _ = simulate_training(
-            to_arrow(data),
-            assign,
-            config,
-            cfg,
-            fed,
-            data.modality_names,
-            "federated",
-            tmp_path / "s",
+            to_arrow(data), assign, _setup(config, cfg, fed, data.modality_names), tmp_path / "s"
         )
     assert result.rounds_run == 3
     part = {(r["round"], r["client"]): r["participated"] for r in result.history}
@@ -108,7 +117,7 @@ def test_simulated_client_failure_is_logged_and_the_round_completes(tmp_path, mo
     assert "client 1 did not answer" in caplog.text
 
 
-DEPLOY_PARAMS = "training.warm_start=pls,training.rounds=2,training.local_epochs=1,training.latent_dim=4,training.hidden_dim=16,ingestion.synthetic.n_train=150,ingestion.synthetic.n_test=45"
+DEPLOY_PARAMS = "training.warm_start.kind=pls,training.federation.rounds=2,training.optimizer.local_epochs=1,training.model.latent_dim=4,training.model.hidden_dim=16,ingestion.synthetic.n_train=150,ingestion.synthetic.n_test=45"
 
 
 def _deploy(
@@ -194,9 +203,14 @@ def json_meta(bundle: dict) -> dict:
 def test_killed_supernode_round_completes_with_the_others(tmp_path):
     project = make_project(tmp_path / "p", flower_app=True)
     params = (
-        DEPLOY_PARAMS.replace("training.rounds=2", "training.rounds=3") + ",training.min_clients=2"
+        # no warm start (its queries are tested above) and a short round timeout: the test
+        # waits one timeout per round for the killed node
+        DEPLOY_PARAMS.replace("federation.rounds=2", "federation.rounds=3").replace(
+            "warm_start.kind=pls", "warm_start.kind=none"
+        )
+        + ",training.federation.min_clients=2"
     )
-    proc = _deploy(project, 3, ["--round-timeout", "45", "--kill-client", "2:1"], params=params)
+    proc = _deploy(project, 3, ["--round-timeout", "30", "--kill-client", "2:1"], params=params)
     assert proc.returncode == 0, proc.stderr[-4000:]
     import pandas as pd
 
@@ -222,15 +236,14 @@ def test_simulated_failure_below_min_clients_stops_and_keeps_the_checkpoint(tmp_
     monkeypatch.setenv("FDRMFL_FAIL_CLIENT", "0:2")
     ck = tmp_path / "ck.pt"
     with pytest.raises(Exception, match=r"round 2: only 2 of 3 .*min_clients=3"):
-        simulate_training(
-            to_arrow(data),
-            assign,
+        setup = _setup(
             config,
             LocalTrainConfig(local_epochs=1, batch_size=16),
             FederationConfig(rounds=3, seed=0, min_clients=3),
             data.modality_names,
-            "federated",
-            tmp_path / "s",
-            checkpoint_path=ck,
         )
-    assert torch.load(ck, weights_only=False)["round"] == 1
+        simulate_training(to_arrow(data), assign, setup, tmp_path / "s", checkpoint_path=ck)
+    from fdrmfl_pipeline.core.engine import checkpoint_round
+
+    assert checkpoint_round(ck) == 1
+    assert int(torch.load(ck, weights_only=True)["round"]) == 1

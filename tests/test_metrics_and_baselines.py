@@ -58,7 +58,7 @@ def test_baselines_are_fitted_on_training_rows_only():
     params = BaselinesParams(
         regressors=["ridge", "rf"], raw_regressors=["ridge", "rf"], vae_epochs=3
     )
-    training = TrainingParams(latent_dim=3)
+    training = TrainingParams(model={"latent_dim": 3})
     before = baseline_predictions(to_arrow(data), assign, params, training, 0)
     test_ids = assign.loc[assign["split"] == "test", "sample_id"]
     pos = np.flatnonzero(np.isin(data.sample_ids, test_ids))

@@ -15,7 +15,8 @@ from fdrmfl_pipeline.core import losses
 from fdrmfl_pipeline.core.client import LocalTrainConfig, model_from_state, predict
 from fdrmfl_pipeline.core.engine import FederationConfig, run_federated
 from fdrmfl_pipeline.core.model import build_model, warm_start_linear
-from fdrmfl_pipeline.core.pls import design, federated_pls
+from fdrmfl_pipeline.core.warmstart import WarmStartConfig, design
+from fdrmfl_pipeline.core.warmstart.pls import federated_pls
 
 from .tiny import tiny_clients
 
@@ -176,13 +177,16 @@ def test_anchor_without_a_warm_start_is_a_clear_error():
     cfg = dataclasses.replace(CFG_ANCHOR, anchor_mu=1.0)
     with pytest.raises(ValueError, match="anchor_mu=1.0 pulls .* warm start, but none was given"):
         run_federated(config, clients, scalers, cfg, FederationConfig(rounds=1, seed=0))
+    exp = {"anchor_mu": 1.0}
     with pytest.raises(
-        ValidationError, match="training.anchor_mu=1.0 .* needs training.warm_start"
+        ValidationError,
+        match=r"training.experimental.anchor_mu=1.0 .* needs training.warm_start.kind",
     ):
-        TrainingParams(anchor_mu=1.0)
+        TrainingParams(experimental=exp, warm_start={"kind": "none"})
     with pytest.raises(ValidationError, match="anchor_mu"):
-        TrainingParams(anchor_mu=-1.0, warm_start="pls")
-    assert TrainingParams(anchor_mu=1.0, warm_start="pca").anchor_mu == 1.0
+        TrainingParams(experimental={"anchor_mu": -1.0})
+    p = TrainingParams(experimental=exp, warm_start={"kind": "pca"})
+    assert p.experimental.anchor_mu == 1.0
 
 
 def test_l1_term_shrinks_the_linear_paths():
@@ -208,7 +212,8 @@ def test_l1_penalty_value():
 def test_federated_lasso_equals_pooled_lasso():
     from sklearn.linear_model import Lasso
 
-    from fdrmfl_pipeline.core.pls import InProcessPLS, lasso_path
+    from fdrmfl_pipeline.core.warmstart import InProcessOracle as InProcessPLS
+    from fdrmfl_pipeline.core.warmstart.lasso import lasso_path
 
     data, _, clients, _, _ = tiny_clients()
     names = data.modality_names
@@ -222,7 +227,8 @@ def test_federated_lasso_equals_pooled_lasso():
 
 
 def test_lasso_warm_start_is_one_unit_variance_component():
-    from fdrmfl_pipeline.core.pls import InProcessPLS, fit_lasso
+    from fdrmfl_pipeline.core.warmstart import InProcessOracle as InProcessPLS
+    from fdrmfl_pipeline.core.warmstart.lasso import fit_lasso
 
     data, _, clients, _, _ = tiny_clients()
     names = data.modality_names
@@ -237,7 +243,8 @@ def test_lasso_warm_start_is_one_unit_variance_component():
 
 def test_lasso_without_linear_signal_starts_at_the_mean():
     """An even response (like f3) has no linear signal: the warm start predicts the mean."""
-    from fdrmfl_pipeline.core.pls import InProcessPLS, fit_lasso
+    from fdrmfl_pipeline.core.warmstart import InProcessOracle as InProcessPLS
+    from fdrmfl_pipeline.core.warmstart.lasso import fit_lasso
 
     data, _, clients, _, config = tiny_clients()
     names = data.modality_names
@@ -258,7 +265,8 @@ def test_lasso_path_size_sets_the_number_of_aggregated_queries():
     """training.lasso_penalties x lasso_iterations FISTA steps, one X^T X w query each (plus 30
     for the step size and 1 for the chosen weights' variance): the knob that bounds the Flower
     round trips of the lasso warm start."""
-    from fdrmfl_pipeline.core.pls import InProcessPLS, warm_start_state
+    from fdrmfl_pipeline.core.warmstart import InProcessOracle as InProcessPLS
+    from fdrmfl_pipeline.core.warmstart import warm_start_state
 
     data, _, clients, _, config = tiny_clients()
 
@@ -270,9 +278,13 @@ def test_lasso_path_size_sets_the_number_of_aggregated_queries():
             return super().gram_times(r)
 
     oracle = Counting(clients, data.modality_names)
-    short = warm_start_state(config, oracle, 0, "lasso", lasso_penalties=3, lasso_iterations=5)
+    short = warm_start_state(
+        config, oracle, 0, WarmStartConfig("lasso", lasso_penalties=3, lasso_iterations=5)
+    )
     assert Counting.queries == 3 * 5 + 30 + 1
-    default = warm_start_state(config, InProcessPLS(clients, data.modality_names), 0, "lasso")
+    default = warm_start_state(
+        config, InProcessPLS(clients, data.modality_names), 0, WarmStartConfig("lasso")
+    )
     assert any(not torch.equal(short[k], default[k]) for k in short)
 
 
@@ -281,13 +293,11 @@ def test_warm_start_without_validation_rows(kind, caplog):
     """partitioning.val_fraction: 0 (the reference protocol): the warm start cannot choose on val,
     so it says so and keeps every PLS component / the smallest lasso penalty (it used to crash
     building the clients' empty validation designs)."""
-    from fdrmfl_pipeline.core.pls import (
-        InProcessPLS,
-        fit_lasso,
-        fit_pca,
-        fit_pls,
-        warm_start_state,
-    )
+    from fdrmfl_pipeline.core.warmstart import InProcessOracle as InProcessPLS
+    from fdrmfl_pipeline.core.warmstart import warm_start_state
+    from fdrmfl_pipeline.core.warmstart.lasso import fit_lasso
+    from fdrmfl_pipeline.core.warmstart.pca import fit_pca
+    from fdrmfl_pipeline.core.warmstart.pls import fit_pls
 
     data, _, clients, _, config = tiny_clients(val_fraction=0.0)
     assert all(cd.val.n == 0 for cd in clients.values())
@@ -299,7 +309,9 @@ def test_warm_start_without_validation_rows(kind, caplog):
             fit = (fit_pls if kind == "pls" else fit_pca)(oracle, config.latent_dim)
     assert fit.val_mse == [] and "no validation rows" in caplog.text
     assert fit.weights.shape[1] == (1 if kind == "lasso" else config.latent_dim)
-    state = warm_start_state(config, oracle, 0, kind, lasso_penalties=3, lasso_iterations=20)
+    state = warm_start_state(
+        config, oracle, 0, WarmStartConfig(kind, lasso_penalties=3, lasso_iterations=20)
+    )
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
@@ -307,7 +319,8 @@ def test_warm_start_without_validation_rows(kind, caplog):
 def test_federated_pca_equals_pooled_pca_and_regression_on_its_scores(k):
     """Subspace iteration on the summed X^T X V answers gives the pooled PCA's directions (up to
     sign) and the least-squares coefficients of y on the unit-variance scores."""
-    from fdrmfl_pipeline.core.pls import InProcessPLS, fit_pca
+    from fdrmfl_pipeline.core.warmstart import InProcessOracle as InProcessPLS
+    from fdrmfl_pipeline.core.warmstart.pca import fit_pca
 
     data, _, clients, _, _ = tiny_clients()
     names = data.modality_names
@@ -324,7 +337,9 @@ def test_federated_pca_equals_pooled_pca_and_regression_on_its_scores(k):
 
 
 def test_pca_component_count_is_chosen_on_val_and_the_model_predicts_the_fit():
-    from fdrmfl_pipeline.core.pls import InProcessPLS, fit_pca, warm_start_state
+    from fdrmfl_pipeline.core.warmstart import InProcessOracle as InProcessPLS
+    from fdrmfl_pipeline.core.warmstart import warm_start_state
+    from fdrmfl_pipeline.core.warmstart.pca import fit_pca
 
     data, _, clients, _, config = tiny_clients()
     names = data.modality_names
@@ -332,7 +347,7 @@ def test_pca_component_count_is_chosen_on_val_and_the_model_predicts_the_fit():
     fit = fit_pca(oracle, max_components=config.latent_dim)
     assert len(fit.val_mse) == config.latent_dim
     assert fit.n_components == int(np.argmin(fit.val_mse)) + 1
-    state = warm_start_state(config, oracle, 0, "pca")
+    state = warm_start_state(config, oracle, 0, WarmStartConfig("pca"))
     model = model_from_state(config, state)
     xv, _ = _pooled(clients, names, "val")
     y_hat = np.concatenate([predict(model, clients[c].val)[1] for c in sorted(clients)])

@@ -15,7 +15,11 @@ from .conftest import latest, make_project, run_session
 TRAIN_CHAIN = ("ingestion", "partitioning", "training")
 SMALL = {
     "ingestion": {"synthetic": {"n_train": 150, "n_test": 45}},
-    "training": {"rounds": 2, "local_epochs": 1, "latent_dim": 4, "hidden_dim": 16},
+    "training": {
+        "federation": {"rounds": 2},
+        "optimizer": {"local_epochs": 1},
+        "model": {"latent_dim": 4, "hidden_dim": 16},
+    },
 }
 
 
@@ -84,9 +88,9 @@ def test_resume_after_a_completed_run_changes_nothing(tmp_path):
     ("training", "needle"),
     [
         ({"strategy": "fedsgd"}, "strategy"),
-        ({"latent_dim": 0}, "latent_dim"),
-        ({"client_fraction": 1.5}, "client_fraction"),
-        ({"client_fraction": 0.0}, "client_fraction"),
+        ({"model": {"latent_dim": 0}}, "latent_dim"),
+        ({"federation": {"client_fraction": 1.5}}, "client_fraction"),
+        ({"federation": {"client_fraction": 0.0}}, "client_fraction"),
     ],
 )
 def test_bad_training_parameters_fail_before_any_node(tmp_path, training, needle):
@@ -100,6 +104,23 @@ def test_bad_training_parameters_fail_before_any_node(tmp_path, training, needle
 
 def test_unknown_modality_fails_before_training(tmp_path):
     p = make_project(tmp_path / "a")
-    with pytest.raises(ConfigError, match=r"training\.modalities.*'audio'"):
-        run_session(p, TRAIN_CHAIN, _merge(SMALL, {"training": {"modalities": ["image", "audio"]}}))
+    bad = {"training": {"data": {"modalities": ["image", "audio"]}}}
+    with pytest.raises(ConfigError, match=r"training\.data\.modalities.*'audio'"):
+        run_session(p, TRAIN_CHAIN, _merge(SMALL, bad))
     assert not (p / "data/06_models/checkpoints/fdrmfl.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({"trainng": {"rounds": 3}}, r"'trainng' \(did you mean 'training'\?\)"),
+        ({"seeed": 7}, r"'seeed' \(did you mean 'seed'\?\)"),
+        ({"training": {"federation": {"round": 3}}}, r"'training.federation.round' \(did you"),
+        ({"training": {"lr": 0.1}}, r"'training.lr'"),  # the old flat layout is rejected
+    ],
+)
+def test_unknown_parameter_keys_fail_before_any_node(tmp_path, params, needle):
+    p = make_project(tmp_path / "a")
+    with pytest.raises(ConfigError, match=needle):
+        run_session(p, TRAIN_CHAIN, _merge(SMALL, params))
+    assert not (p / "data/02_intermediate/multimodal_dataset.parquet").exists()

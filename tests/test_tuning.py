@@ -22,17 +22,23 @@ from fdrmfl_pipeline.pipelines.tuning import nodes as tuning_nodes
 
 from .tiny import tiny_clients
 
+LR, MI, DIM = "optimizer.lr", "loss.lambda_mi", "model.latent_dim"
 SPACE = {
-    "lambda_mi": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
-    "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
-    "latent_dim": {"type": "int", "low": 2, "high": 6},
+    MI: {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
+    LR: {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+    DIM: {"type": "int", "low": 2, "high": 6},
 }
-TRAIN = TrainingParams(rounds=2, local_epochs=1, hidden_dim=8, latent_dim=3, batch_size=16)
+TRAIN = TrainingParams(
+    warm_start={"kind": "none"},
+    federation={"rounds": 2},
+    optimizer={"local_epochs": 1, "batch_size": 16},
+    model={"hidden_dim": 8, "latent_dim": 3},
+)
 
 
 def _params(**kw) -> TuningParams:
     return TuningParams.model_validate(
-        {"study_name": "t", "n_trials": 3, "search_space": SPACE, **kw}
+        {"study_name": "t", "n_trials": 3, "search_space": SPACE, "tune": None, **kw}
     )
 
 
@@ -40,16 +46,17 @@ def _params(**kw) -> TuningParams:
     ("entry", "needle"),
     [
         (
-            {"lambda_mi": {"type": "float", "low": 2.0, "high": 1.0}},
+            {MI: {"type": "float", "low": 2.0, "high": 1.0}},
             r"lambda_mi[\s\S]*low=2.0 is greater than high=1.0",
         ),
         (
-            {"lambda_kl": {"type": "float", "low": 0.0, "high": 1.0, "log": True}},
+            {"loss.lambda_kl": {"type": "float", "low": 0.0, "high": 1.0, "log": True}},
             r"lambda_kl[\s\S]*log scale needs a positive",
         ),
-        ({"lambda_typo": {"type": "float", "low": 0.1, "high": 1.0}}, r"lambda_typo"),
-        ({"tau": {"type": "float", "low": 0.1}}, r"tau[\s\S]*needs 'low' and 'high'"),
-        ({"optimizer": {"type": "categorical"}}, r"optimizer[\s\S]*choices"),
+        ({"loss.lambda_typo": {"type": "float", "low": 0.1, "high": 1.0}}, r"lambda_typo"),
+        ({"lambda_mi": {"type": "float", "low": 0.1, "high": 1.0}}, r"not tunable"),  # old name
+        ({"loss.tau": {"type": "float", "low": 0.1}}, r"tau[\s\S]*needs 'low' and 'high'"),
+        ({"optimizer.name": {"type": "categorical"}}, r"optimizer.name[\s\S]*choices"),
     ],
 )
 def test_malformed_search_space_entries_are_named(entry, needle):
@@ -67,7 +74,7 @@ def test_malformed_search_space_fails_before_any_trial(tmp_path):
     project = make_project(tmp_path / "p")
     bootstrap_project(project)
     bad = {
-        "tuning": {"search_space": {"lr": {"type": "float", "low": -1.0, "high": 1.0, "log": True}}}
+        "tuning": {"search_space": {LR: {"type": "float", "low": -1.0, "high": 1.0, "log": True}}}
     }
     with (
         KedroSession.create(project_path=project, runtime_params=bad) as s,
@@ -89,10 +96,11 @@ def test_same_job_twice_gives_the_same_trials(tmp_path):
     cols = [c for c in a.columns if c not in ("duration_s",)]
     pd.testing.assert_frame_equal(a[cols], b[cols])
     assert best_a == best_b
-    assert set(best_a["training"]) == set(SPACE)
-    TrainingParams.model_validate(
-        {**TRAIN.model_dump(), **best_a["training"]}
-    )  # takes them directly
+    from fdrmfl_pipeline.best_params import flatten
+
+    assert set(flatten(best_a["training"])) == set(SPACE)
+    TRAIN.with_values(flatten(best_a["training"]))  # a valid training: block
+    TrainingParams.model_validate(best_a["training"])
     assert (tmp_path / "a" / "t.db").exists()
     # intermediate values: one per round
     assert all(len(json.loads(v)) >= 1 for v in a["intermediate_values"])
@@ -296,8 +304,8 @@ def test_two_processes_on_one_postgresql_study(tmp_path, postgres_url):
 
 
 def test_tune_narrows_the_shared_search_space_and_names_unknown_entries():
-    p = _params(tune=["lr"])
-    assert [e.name for e in tuning_nodes.search_entries(p)] == ["lr"]
+    p = _params(tune=[LR])
+    assert [e.name for e in tuning_nodes.search_entries(p)] == [LR]
     with pytest.raises(ValidationError, match=r"lr_typo"):
         _params(tune=["lr_typo"])
 
@@ -305,11 +313,11 @@ def test_tune_narrows_the_shared_search_space_and_names_unknown_entries():
 def test_first_trial_is_the_environments_own_setting(tmp_path):
     trials, _ = _tune(tmp_path)
     first = trials.sort_values("number").iloc[0]
-    assert first["params_lr"] == TRAIN.lr
-    assert first["params_latent_dim"] == TRAIN.latent_dim
-    assert first["params_lambda_mi"] == TRAIN.lambda_mi
+    assert first[f"params_{LR}"] == TRAIN.optimizer.lr
+    assert first[f"params_{DIM}"] == TRAIN.model.latent_dim
+    assert first[f"params_{MI}"] == TRAIN.loss.lambda_mi
     # a setting outside a tuned range is left to the sampler, not forced in
-    narrow = {"lr": {"type": "float", "low": 0.02, "high": 0.05}}
+    narrow = {LR: {"type": "float", "low": 0.02, "high": 0.05}}
     assert tuning_nodes.start_point(_params(search_space=narrow, tune=None), TRAIN) == {}
 
 
@@ -317,17 +325,17 @@ def test_the_objective_starts_from_the_environments_warm_start(tmp_path):
     """With rounds=0 every trial is the federated PLS warm start alone: all values equal that
     start's validation MSE, which a random initialisation does not reach."""
     data, assign, clients, *_ = tiny_clients()
-    warm = TRAIN.model_copy(update={"warm_start": "pls", "rounds": 0})
+    warm = TRAIN.with_values({"warm_start.kind": "pls", "federation.rounds": 0})
     trials, _ = tuning_nodes.tune(
-        to_arrow(data), assign, _params(tune=["lr"]), warm, 0, tmp_path / "w"
+        to_arrow(data), assign, _params(tune=[LR]), warm, 0, tmp_path / "w"
     )
     values = trials.loc[trials["state"] == "COMPLETE", "value"].to_numpy()
     assert len(values) == 3 and np.ptp(values) == 0.0
     cold, _ = tuning_nodes.tune(
         to_arrow(data),
         assign,
-        _params(tune=["lr"]),
-        TRAIN.model_copy(update={"rounds": 1}),
+        _params(tune=[LR]),
+        TRAIN.with_values({"federation.rounds": 1}),
         0,
         tmp_path / "c",
     )
@@ -337,7 +345,26 @@ def test_the_objective_starts_from_the_environments_warm_start(tmp_path):
 def test_params_strings_round_trip_and_name_a_bad_item():
     from fdrmfl_pipeline.best_params import parse_params_string, to_params_string
 
-    best = {"training": {"lr": 0.0005, "lambda_kl": 1e-05, "warm_start": "pls", "rounds": 3}}
+    best = {
+        "training": {
+            "optimizer": {"lr": 0.0005},
+            "loss": {"lambda_kl": 1e-05},
+            "warm_start": {"kind": "pls"},
+            "federation": {"rounds": 3},
+        }
+    }
     assert parse_params_string(to_params_string(best)) == best
+    assert "training.loss.lambda_kl=0.00001" in to_params_string(best)
     with pytest.raises(ValueError, match="'training.lr' is not key=value"):
         parse_params_string("seed=1,training.lr")
+
+
+def test_tuning_plots_show_the_trials_of_a_narrowed_study(tmp_path):
+    """The study rebuilt for plotting declares only the tuned entries, so trials that carry a
+    subset of the search space still appear (they used to be dropped: three empty plots)."""
+    trials, _ = _tune(tmp_path, tune=[LR, MI])
+    history, importances, slice_fig = tuning_nodes.plot_tuning(trials, _params(tune=[LR, MI]))
+    points = sum(len(c.get_offsets()) for ax in history.axes for c in ax.collections)
+    assert points >= 3  # one marker per complete trial (plus the best-value line)
+    assert not any("no complete trial" in t.get_text() for t in history.texts)
+    assert {ax.get_xlabel() for ax in slice_fig.axes} >= {LR, MI}

@@ -33,9 +33,21 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, object] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def to_params_string(best: dict) -> str:
-    """``training.k=v,...`` for every tuned training parameter."""
-    return ",".join(f"training.{k}={_fmt(v)}" for k, v in sorted(best.get("training", {}).items()))
+    """``training.group.k=v,...`` for every tuned training parameter."""
+    flat = flatten(best.get("training", {}), "training.")
+    return ",".join(f"{k}={_fmt(v)}" for k, v in sorted(flat.items()))
 
 
 def parse_params_string(text: str | None) -> dict:

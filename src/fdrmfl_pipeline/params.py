@@ -188,10 +188,19 @@ class EarlyStoppingParams(_Strict):
     min_delta: float = Field(0.0, ge=0.0)
 
 
-class TrainingParams(_Strict):
-    strategy: Literal["fdrmfl", "fedavg", "fedprox", "moon", "local", "central"] = "fdrmfl"
-    engine: Literal["inprocess", "flower-simulation"] = "inprocess"
+class DataParams(_Strict):
+    """What the model is trained on and how inputs are scaled."""
+
     modalities: list[str] | None = Field(None, description="subset of the dataset's modalities")
+    scaling: Literal["federated", "local"] = Field(
+        "federated",
+        description="federated: one scaler from every client's summed statistics; local: per client",
+    )
+
+
+class ModelParams(_Strict):
+    """The network: per-modality encoders, the fused feature Z and the regression head."""
+
     encoders: dict[str, Literal["mlp", "cnn2d", "conv1d_attn", "gru_attn", "cnn1d"]] = Field(
         default_factory=dict, description="encoder type per modality name (default: by kind)"
     )
@@ -200,91 +209,151 @@ class TrainingParams(_Strict):
     head_hidden: int = Field(32, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     linear_path: bool = True
-    warm_start: Literal["none", "pls", "pca", "lasso"] = Field(
-        "none",
-        description="start the linear paths and head at a federated PLS, PCA (+ regression on "
-        "the components) or lasso fit (aggregates only)",
+
+
+class WarmStartParams(_Strict):
+    """The federated start of the linear paths and the head (aggregated queries only)."""
+
+    kind: Literal["none", "pls", "pca", "lasso"] = Field(
+        "pls",
+        description="none: seeded random; pls / pca (+ regression on the components) / lasso: "
+        "a federated fit from aggregated vectors",
     )
-    pls_components: int | None = Field(
-        None, ge=1, description="PLS / PCA components for the warm start; null: chosen on val"
+    components: int | None = Field(
+        None, ge=1, description="PLS / PCA components; null: chosen on val (<= latent_dim)"
     )
     pca_iterations: int = Field(
         100,
         ge=1,
-        description="PCA warm start: subspace iterations, each one aggregated X^T X V query "
-        "(one message round trip per client on Flower)",
+        description="PCA: subspace iterations, each one aggregated X^T X V query (one message "
+        "round trip per client on Flower)",
     )
     lasso_penalties: int = Field(
-        12, ge=1, description="lasso warm start: penalties on its path (the best one on val wins)"
+        12, ge=1, description="lasso: penalties on its path (the best one on val wins)"
     )
     lasso_iterations: int = Field(
         200,
         ge=1,
-        description="lasso warm start: FISTA steps per penalty; each step is one aggregated "
-        "X^T X w query, i.e. one message round trip per client on Flower",
+        description="lasso: FISTA steps per penalty; each step is one aggregated X^T X w query, "
+        "i.e. one message round trip per client on Flower",
     )
-    rounds: int = Field(5, ge=0, description="0: only the warm start (needs warm_start != none)")
-    local_epochs: int = Field(3, ge=1)
-    batch_size: int = Field(32, ge=2)
-    optimizer: Literal["adam", "adamw"] = "adamw"
+
+
+class OptimizerParams(_Strict):
+    """Each client's local training (a fresh optimiser every round)."""
+
+    name: Literal["adam", "adamw"] = "adamw"
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(1e-2, ge=0.0)
-    grad_clip: float | None = Field(5.0, gt=0.0)
+    grad_clip: float | None = Field(5.0, gt=0.0, description="global gradient-norm clip")
+    local_epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=2)
+
+
+class LossParams(_Strict):
+    """MSE plus the method's constraint terms (each strategy keeps its own subset)."""
+
+    lambda_mi: float = Field(0.1, ge=0.0, description="mutual-information retention knob")
+    lambda_kl: float = Field(0.01, ge=0.0, description="symmetric KL between modality latents")
+    lambda_con: float = Field(0.1, ge=0.0, description="MOON inter-model contrastive term")
+    tau: float = Field(0.5, gt=0.0, description="contrastive temperature")
+    prox_mu: float = Field(0.01, ge=0.0, description="FedProx proximal weight (fedprox only)")
+    lambda_l1: float = Field(0.0, ge=0.0, description="L1 on the encoders' linear paths")
+
+
+class FederationParams(_Strict):
+    """The server: rounds, client sampling, aggregation and model selection."""
+
+    rounds: int = Field(5, ge=0, description="0: only the warm start (needs a warm start)")
     client_fraction: float = Field(1.0, gt=0.0, le=1.0)
     min_clients: int = Field(
         1, ge=1, description="a round needs at least this many answering clients"
     )
-    retention: float = Field(0.0, ge=0.0, lt=1.0)
-    lambda_mi: float = Field(0.1, ge=0.0)
-    lambda_kl: float = Field(0.01, ge=0.0)
-    lambda_con: float = Field(0.1, ge=0.0)
-    tau: float = Field(0.5, gt=0.0)
-    prox_mu: float = Field(0.01, ge=0.0)
-    lambda_l1: float = Field(0.0, ge=0.0, description="L1 on the encoders' linear paths")
+    retention: float = Field(0.0, ge=0.0, lt=1.0, description="theta <- (1-r)*FedAvg + r*theta_old")
+    early_stopping: EarlyStoppingParams = EarlyStoppingParams()
+
+
+class ExperimentalParams(_Strict):
+    """Research knobs that serve one experiment (its registry entry sets them); off by default
+    and not part of the documented configuration."""
+
     anchor_mu: float = Field(
         0.0,
         ge=0.0,
         description="L2-SP: (anchor_mu/2)*||w - w_start||^2 pulls the encoders and fusion toward "
-        "the federated warm start every round (weight decay toward the start instead of toward "
-        "zero; the heads stay free); needs warm_start",
+        "the federated warm start every round; needs a warm start",
     )
-    scaling: Literal["federated", "local"] = "federated"
     x_scaling: Literal["per_feature", "per_modality"] = Field(
         "per_feature",
         description="per_feature: every input column to unit variance; per_modality: columns "
-        "centred, each modality divided by one pooled standard deviation (keeps a spectrum's "
-        "relative band intensities, as mean-centring does in chemometrics)",
+        "centred, each modality divided by one pooled standard deviation",
     )
-    early_stopping: EarlyStoppingParams = EarlyStoppingParams()
+
+
+class TrainingParams(_Strict):
+    strategy: Literal["fdrmfl", "fedavg", "fedprox", "moon", "local", "central"] = "fdrmfl"
+    engine: Literal["inprocess", "flower-simulation"] = "inprocess"
+    data: DataParams = DataParams()
+    model: ModelParams = ModelParams()
+    warm_start: WarmStartParams = WarmStartParams()
+    optimizer: OptimizerParams = OptimizerParams()
+    loss: LossParams = LossParams()
+    federation: FederationParams = FederationParams()
+    experimental: ExperimentalParams = ExperimentalParams()
     resume: bool = False
     num_threads: int = Field(1, ge=1, description="torch threads (fixed for bit-identical results)")
 
     @model_validator(mode="after")
     def _engine_strategy(self) -> TrainingParams:
+        ws = self.warm_start.kind
         if self.engine != "inprocess" and self.strategy in ("local", "central"):
             raise ValueError(
                 f"strategy '{self.strategy}' runs on the inprocess engine only (engine='{self.engine}')"
             )
-        if self.rounds == 0 and self.warm_start == "none":
+        if self.federation.rounds == 0 and ws == "none":
             raise ValueError(
-                "training.rounds=0 trains nothing: it needs training.warm_start: pls, pca or lasso"
+                "training.federation.rounds=0 trains nothing: it needs "
+                "training.warm_start.kind: pls, pca or lasso"
             )
-        if self.anchor_mu > 0 and self.warm_start == "none":
+        if self.experimental.anchor_mu > 0 and ws == "none":
             raise ValueError(
-                f"training.anchor_mu={self.anchor_mu} pulls the model toward the warm start: it "
-                "needs training.warm_start: pls, pca or lasso"
+                f"training.experimental.anchor_mu={self.experimental.anchor_mu} pulls the model "
+                "toward the warm start: it needs training.warm_start.kind: pls, pca or lasso"
             )
-        if self.warm_start != "none":
-            if not self.linear_path:
+        if ws != "none":
+            if not self.model.linear_path:
                 raise ValueError(
-                    f"training.warm_start='{self.warm_start}' needs training.linear_path: true"
+                    f"training.warm_start.kind='{ws}' needs training.model.linear_path: true"
                 )
-            if self.pls_components is not None and self.pls_components > self.latent_dim:
+            k = self.warm_start.components
+            if k is not None and k > self.model.latent_dim:
                 raise ValueError(
-                    f"training.pls_components={self.pls_components} exceeds "
-                    f"training.latent_dim={self.latent_dim}"
+                    f"training.warm_start.components={k} exceeds "
+                    f"training.model.latent_dim={self.model.latent_dim}"
                 )
         return self
+
+    def with_values(self, values: dict[str, Any]) -> TrainingParams:
+        """A validated copy with dotted paths (``"loss.lambda_mi"``) set to new values."""
+        data = self.model_dump()
+        for path, value in values.items():
+            node = data
+            *parents, leaf = path.split(".")
+            for p in parents:
+                if not isinstance(node.get(p), dict):
+                    raise ValueError(f"'{path}' is not a training parameter path")
+                node = node[p]
+            if leaf not in node:
+                raise ValueError(f"'{path}' is not a training parameter path")
+            node[leaf] = value
+        return TrainingParams.model_validate(data)
+
+    def value(self, path: str) -> Any:
+        """The value at a dotted path, e.g. ``"federation.retention"``."""
+        node: Any = self
+        for part in path.split("."):
+            node = getattr(node, part)
+        return node
 
 
 # --------------------------------------------------------------------------- downstream
@@ -298,18 +367,24 @@ _REFIT_ON_VAL = (
 )
 
 
-class RegressionParams(_Strict):
-    regressors: list[RegressorName] = Field(default_factory=lambda: ["rf", "ridge"], min_length=1)
-    include_head: bool = True
-    pooled: bool = Field(False, description="also fit one regressor on all clients' train features")
-    method: str | None = Field(None, description="method label; default: training.strategy")
-    refit_on_val: bool = Field(False, description=_REFIT_ON_VAL)
+class RegressionExperimentalParams(_Strict):
+    """A research knob that serves one experiment (its registry entry sets it)."""
+
     gp_fed_inputs: Literal["all", "evidence"] = Field(
         "all",
         description="gp_fed on every Z column, or on the leading k columns (k = 1..latent_dim) "
         "whose GP has the highest marginal likelihood of the train rows (federated sums; "
         "the warm starts order Z's columns by variance / PLS component)",
     )
+
+
+class RegressionParams(_Strict):
+    regressors: list[RegressorName] = Field(default_factory=lambda: ["rf", "ridge"], min_length=1)
+    include_head: bool = True
+    pooled: bool = Field(False, description="also fit one regressor on all clients' train features")
+    method: str | None = Field(None, description="method label; default: training.strategy")
+    refit_on_val: bool = Field(False, description=_REFIT_ON_VAL)
+    experimental: RegressionExperimentalParams = RegressionExperimentalParams()
 
 
 class BaselinesParams(_Strict):
@@ -374,6 +449,35 @@ class SearchEntryParams(_Strict):
         return self
 
 
+def _space(type_: str, low: float, high: float, log: bool = False) -> SearchEntryParams:
+    return SearchEntryParams(type=type_, low=low, high=high, log=log)
+
+
+# the shared search space (every tunable scalar by its path under training:) and the default
+# study's subset; a protocol environment narrows it with tuning.tune
+DEFAULT_SEARCH_SPACE = {
+    "loss.lambda_mi": _space("float", 1e-4, 10.0, True),
+    "loss.lambda_kl": _space("float", 1e-5, 1.0, True),
+    "loss.lambda_con": _space("float", 1e-4, 10.0, True),
+    "loss.tau": _space("float", 0.05, 1.0),
+    "loss.lambda_l1": _space("float", 1e-5, 5e-2, True),
+    "federation.retention": _space("float", 0.0, 0.9),
+    "model.latent_dim": _space("int", 4, 32, True),
+    "model.dropout": _space("float", 0.0, 0.5),
+    "optimizer.lr": _space("float", 1e-4, 1e-2, True),
+    "optimizer.weight_decay": _space("float", 1e-5, 1e-1, True),
+}
+DEFAULT_TUNE = [
+    "loss.lambda_mi",
+    "loss.lambda_kl",
+    "loss.lambda_con",
+    "loss.tau",
+    "federation.retention",
+    "model.latent_dim",
+    "optimizer.lr",
+]
+
+
 class TuningParams(_Strict):
     study_name: str = Field("fdrmfl", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     n_trials: int = Field(
@@ -385,9 +489,11 @@ class TuningParams(_Strict):
     pruner: Literal["median", "none"] = "median"
     pruner_startup_trials: int = Field(3, ge=0)
     pruner_warmup_rounds: int = Field(1, ge=0)
-    search_space: dict[str, SearchEntryParams] = Field(default_factory=dict)
+    search_space: dict[str, SearchEntryParams] = Field(
+        default_factory=lambda: dict(DEFAULT_SEARCH_SPACE)
+    )
     tune: list[str] | None = Field(
-        None,
+        default_factory=lambda: list(DEFAULT_TUNE),
         description="the search_space entries this study tunes (an environment narrows the "
         "shared search space with it); null: all of them",
     )
@@ -416,13 +522,96 @@ class TuningParams(_Strict):
         return v
 
 
+def _scalar_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, f in model.model_fields.items():
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += _scalar_paths(ann, f"{prefix}{name}.")
+        else:
+            out.append(f"{prefix}{name}")
+    return out
+
+
+# every scalar training parameter a study may search, as a dotted path under training
 NOT_TUNABLE = {
     "strategy",
     "engine",
-    "modalities",
-    "encoders",
-    "early_stopping",
+    "data.modalities",
+    "model.encoders",
     "resume",
     "num_threads",
 }
-TUNABLE = set(TrainingParams.model_fields) - NOT_TUNABLE
+TUNABLE = {
+    p
+    for p in _scalar_paths(TrainingParams)
+    if p not in NOT_TUNABLE and not p.startswith("federation.early_stopping.")
+}
+
+
+# --------------------------------------------------------------------------- the whole tree
+class PathsParams(_Strict):
+    """Raw-input paths given with ``--params paths.<name>=...`` (defaults: conf/base/globals.yml)."""
+
+    tecator: str | None = None
+    corn_dir: str | None = None
+    table: str | None = None
+
+
+class ProjectParams(_Strict):
+    """Every parameter group of the project: the one typed configuration tree."""
+
+    seed: int = 42
+    paths: PathsParams = PathsParams()
+    ingestion: IngestionParams = IngestionParams()
+    partitioning: PartitioningParams = PartitioningParams()
+    training: TrainingParams = TrainingParams()
+    regression: RegressionParams = RegressionParams()
+    baselines: BaselinesParams = BaselinesParams()
+    evaluation: EvaluationParams = EvaluationParams()
+    reporting: ReportingParams = ReportingParams()
+    tuning: TuningParams = TuningParams()
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    import types
+    import typing
+
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # X | None
+        for arg in typing.get_args(annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return arg
+    return None
+
+
+def unknown_keys(tree: dict, model: type[BaseModel] = ProjectParams, prefix: str = "") -> list[str]:
+    """Every key of ``tree`` that ``model`` does not declare, as 'path (did you mean ...?)'."""
+    import difflib
+
+    out = []
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if key not in model.model_fields:
+            close = difflib.get_close_matches(str(key), list(model.model_fields), n=1, cutoff=0.6)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            out.append(f"'{path}'{hint}")
+            continue
+        sub = _model_of(model.model_fields[key].annotation)
+        if sub is not None and isinstance(value, dict):
+            out += unknown_keys(value, sub, f"{path}.")
+    return out
+
+
+def check_parameters(tree: dict) -> None:
+    """Reject parameter keys the project does not know (a typo would otherwise be ignored and
+    the default used), naming each with the closest known name."""
+    from fdrmfl_pipeline.errors import ConfigError
+
+    bad = unknown_keys(tree)
+    if bad:
+        raise ConfigError(
+            "unknown parameter " + ", ".join(bad) + ": check the spelling in conf/ or --params "
+            "(every known parameter is listed with its default in conf/base/parameters_*.yml)"
+        )

@@ -1,12 +1,21 @@
 """Kedro project settings."""
 
+import warnings
+
 from kedro.config import OmegaConfigLoader
+
+from fdrmfl_pipeline.hooks import ParameterCheckHooks
+
+# OmegaConf's deprecation notice about Kedro's own resolver registration: not the user's business
+warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated")
+
+HOOKS = (ParameterCheckHooks(),)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
-    # environments (conf/paper_*, conf/local) override single nested parameters instead of
+    # environments (conf/<protocol>, conf/local) override single nested parameters instead of
     # replacing a whole parameter group
     "merge_strategy": {"parameters": "soft", "globals": "soft"},
 }

@@ -18,19 +18,21 @@ LOSS_TERMS = ("mse", "mi", "skl", "con", "prox", "l1", "anchor")
 
 @dataclass(frozen=True)
 class LocalTrainConfig:
-    """Loss weights and optimiser settings of one local update (the round's config)."""
+    """Loss weights and optimiser settings of one local update (the round's config). The
+    defaults are the project's (``training.optimizer`` / ``training.loss``; a test keeps them
+    equal)."""
 
     local_epochs: int = 3
     batch_size: int = 32
     optimizer: str = "adamw"
     lr: float = 1e-3
-    weight_decay: float = 1e-4
+    weight_decay: float = 1e-2
     grad_clip: float | None = 5.0
-    lambda_mi: float = 0.0
-    lambda_kl: float = 0.0
-    lambda_con: float = 0.0
+    lambda_mi: float = 0.1
+    lambda_kl: float = 0.01
+    lambda_con: float = 0.1
     tau: float = 0.5
-    prox_mu: float = 0.0
+    prox_mu: float = 0.01
     lambda_l1: float = 0.0  # L1 on the encoders' linear paths (sparse projections)
     anchor_mu: float = 0.0  # L2-SP: pull the encoders and fusion toward the warm start
 

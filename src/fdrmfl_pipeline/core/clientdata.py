@@ -108,7 +108,9 @@ class SufficientStats:
         or by one pooled standard deviation per modality (``per_modality``: the root mean
         variance over its columns, which keeps a spectrum's relative band intensities)."""
         if x_scaling not in X_SCALINGS:
-            raise ConfigError(f"training.x_scaling '{x_scaling}' is not one of {X_SCALINGS}")
+            raise ConfigError(
+                f"training.experimental.x_scaling '{x_scaling}' is not one of {X_SCALINGS}"
+            )
         mean, std = {}, {}
         for k, shape in shapes.items():
             n = self.n.get(k, 0)
@@ -226,7 +228,7 @@ def build_clients(
     missing = [m for m in modalities if m not in data.modality_names]
     if missing:
         raise ConfigError(
-            f"training.modalities names {missing}, which the dataset lacks; it has {data.modality_names}"
+            f"training.data.modalities names {missing}, which the dataset lacks; it has {data.modality_names}"
         )
     unknown = ~assignments["sample_id"].isin(set(data.sample_ids))
     if unknown.any():
@@ -235,7 +237,7 @@ def build_clients(
             f"(e.g. {assignments.loc[unknown, 'sample_id'].iloc[0]}); rerun partitioning"
         )
     if scaling not in ("federated", "local"):
-        raise ConfigError(f"training.scaling '{scaling}' is not 'federated' or 'local'")
+        raise ConfigError(f"training.data.scaling '{scaling}' is not 'federated' or 'local'")
     clients = sorted(int(c) for c in assignments["client"].unique())
     raws = {
         c: raw_client(data, assignments[assignments["client"] == c], modalities, seed, c)

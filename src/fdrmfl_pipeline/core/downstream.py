@@ -160,7 +160,9 @@ def _federated_gp(
     from fdrmfl_pipeline.core.fedgp import GPClient, choose_inputs_by_evidence, fit_federated_gp
 
     if inputs not in GP_INPUTS:
-        raise ValueError(f"regression.gp_fed_inputs must be one of {GP_INPUTS}, got {inputs!r}")
+        raise ValueError(
+            f"regression.experimental.gp_fed_inputs must be one of {GP_INPUTS}, got {inputs!r}"
+        )
     cols = list(cols)
     parts = {c: features[features["client"] == c] for c in clients}
     if inputs == "evidence":

@@ -5,6 +5,7 @@ early stopping, checkpoints and history. Strategies share this one loop.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
@@ -74,9 +75,11 @@ class ClientRunner(Protocol):
         """Validation MSE (original units) of each client's model on its ``val`` split."""
         ...
 
-    def client_side_state(self) -> dict: ...
+    def client_side_state(self) -> dict[str, dict[int, State]]:
+        """What clients keep between rounds, for a checkpoint (weights only)."""
+        ...
 
-    def restore_client_side_state(self, state: dict) -> None: ...
+    def restore_client_side_state(self, state: dict[str, dict[int, State]]) -> None: ...
 
 
 class InProcessRunner:
@@ -128,7 +131,19 @@ class InProcessRunner:
             out[c] = evaluate_mse(model, self.clients[c].val, sc.y_mean, sc.y_std)
         return out
 
-    def client_side_state(self) -> dict:
+    def data_digest(self) -> str:
+        """A digest of every client's rows (a checkpoint of other data is never resumed)."""
+        h = hashlib.sha256()
+        for c in sorted(self.clients):
+            for name, split in sorted(self.clients[c].splits.items()):
+                h.update(f"{c}/{name}".encode())
+                for k in sorted(split.x):
+                    h.update(np.ascontiguousarray(split.x[k]).tobytes())
+                h.update(np.ascontiguousarray(split.y).tobytes())
+                h.update(np.ascontiguousarray(split.mask).tobytes())
+        return h.hexdigest()[:16]
+
+    def client_side_state(self) -> dict[str, dict[int, State]]:
         return {"prev_states": self.prev_states}
 
     def restore_client_side_state(self, state: dict) -> None:
@@ -186,11 +201,54 @@ def _history_row(
     }
 
 
-def _save_checkpoint(path: Path, payload: dict) -> None:
+def _jsonable(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    raise TypeError(f"cannot write {type(v).__name__} to a checkpoint's JSON")
+
+
+def checkpoint_round(path: Path) -> int | None:
+    """The last completed round recorded in a checkpoint's JSON sidecar (None: no checkpoint)."""
+    try:
+        return int(json.loads(path.with_suffix(".json").read_text())["round"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _save_checkpoint(path: Path, tensors: dict, meta: dict) -> None:
+    """Weights as a tensors-only file (loadable with ``weights_only=True``), everything else as
+    JSON; both renamed into place, the JSON last, and both carry the round so a torn pair is
+    detected on resume."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(payload, tmp)
+    torch.save({**tensors, "round": torch.tensor(meta["round"])}, tmp)
     os.replace(tmp, path)
+    side = path.with_suffix(".json")
+    tmp = side.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(meta, default=_jsonable))
+    os.replace(tmp, side)
+
+
+def _load_checkpoint(path: Path) -> tuple[dict, dict] | None:
+    """(tensors, meta) of a checkpoint, or None when it is missing or torn. Never unpickles:
+    the tensors are loaded with ``weights_only=True``."""
+    side = path.with_suffix(".json")
+    if not (path.exists() and side.exists()):
+        return None
+    meta = json.loads(side.read_text())
+    tensors = torch.load(path, weights_only=True)
+    if int(tensors.get("round", torch.tensor(-1))) != int(meta.get("round", -2)):
+        logger.warning("Checkpoint %s and %s disagree on the round: ignored", path, side)
+        return None
+    return tensors, meta
+
+
+def _by_client(states: dict[int, State]) -> dict[str, State]:
+    return {str(c): s for c, s in states.items()}
+
+
+def _from_client(states: dict[str, State]) -> dict[int, State]:
+    return {int(c): s for c, s in states.items()}
 
 
 def run_federated(
@@ -225,6 +283,187 @@ def run_federated(
     )
 
 
+@dataclass
+class _Progress:
+    """The server's state between rounds (what a checkpoint holds)."""
+
+    global_state: State
+    client_states: dict[int, State]  # 'local' only
+    history: list[dict]
+    best: tuple[float, int, State, dict[int, State]]  # (val MSE, round, global, clients)
+    stale: int = 0
+    last_round: int = 0
+
+
+def _checkpoint_key(model_config, cfg, fed, runner: ClientRunner, ids, start: State) -> str:
+    """What a checkpoint must match to be resumed: the model, the loss and federation settings,
+    the clients and their sizes, a digest of their data and of the start weights."""
+    digest = getattr(runner, "data_digest", None)
+    return _hash(
+        model_config.to_json(),
+        asdict(cfg),
+        asdict(fed),
+        ids,
+        [runner.n_train(c) for c in ids],
+        digest() if digest is not None else "",
+        _state_digest(start),
+    )
+
+
+def _resume(path: Path, key: str, runner: ClientRunner, progress: _Progress) -> _Progress:
+    """The checkpointed progress when it belongs to this run, else ``progress`` unchanged."""
+    loaded = _load_checkpoint(path)
+    if loaded is None:
+        return progress
+    tensors, meta = loaded
+    if meta.get("key") != key:
+        logger.warning(
+            "Checkpoint %s belongs to another configuration or other data: starting afresh", path
+        )
+        return progress
+    runner.restore_client_side_state(
+        {k: _from_client(v) for k, v in tensors["client_side"].items()}
+    )
+    best = (
+        float(meta["best_value"]),
+        int(meta["best_round"]),
+        tensors["best_global"],
+        _from_client(tensors["best_clients"]),
+    )
+    logger.info("Resuming from checkpoint %s after round %d", path, meta["round"])
+    return _Progress(
+        tensors["global_state"],
+        _from_client(tensors["client_states"]),
+        meta["history"],
+        best,
+        int(meta["stale"]),
+        int(meta["round"]),
+    )
+
+
+def _write_checkpoint(path: Path, key: str, runner: ClientRunner, progress: _Progress) -> None:
+    side = runner.client_side_state()
+    _save_checkpoint(
+        path,
+        {
+            "global_state": progress.global_state,
+            "client_states": _by_client(progress.client_states),
+            "client_side": {k: _by_client(v) for k, v in side.items()},
+            "best_global": progress.best[2],
+            "best_clients": _by_client(progress.best[3]),
+        },
+        {
+            "key": key,
+            "round": progress.last_round,
+            "history": progress.history,
+            "best_value": progress.best[0],
+            "best_round": progress.best[1],
+            "stale": progress.stale,
+        },
+    )
+
+
+def _validate_start(runner: ClientRunner, ids: list[int], progress: _Progress) -> None:
+    """A warm start is validated as round 0, so early stopping can keep it."""
+    vals0 = runner.evaluate(dict.fromkeys(ids, progress.global_state))
+    progress.history.extend(_history_row(0, c, None, runner.n_train(c), vals0) for c in ids)
+    finite0 = [v for v in vals0.values() if np.isfinite(v)]
+    if finite0:
+        progress.best = (
+            float(np.mean(finite0)),
+            0,
+            progress.global_state,
+            dict(progress.client_states),
+        )
+        logger.info("round 0 (warm start): val_mse=%.5g", progress.best[0])
+
+
+def _train_round(
+    runner: ClientRunner,
+    cfg: LocalTrainConfig,
+    fed: FederationConfig,
+    ids: list[int],
+    rnd: int,
+    progress: _Progress,
+    anchor: State | None,
+    checkpoint_path: Path | None,
+) -> list[ClientUpdate]:
+    """Sample clients, send each its start, and return the updates in client order; too few
+    answers raise :class:`FederationError`."""
+    local = fed.strategy == "local"
+    if fed.strategy in ("local", "central"):
+        selected = ids
+    else:
+        selected = aggregation.sample_clients(ids, fed.client_fraction, fed.seed, rnd)
+    jobs = {c: (progress.client_states[c] if local else progress.global_state) for c in selected}
+    updates, failures = runner.train(jobs, rnd, cfg, anchor)
+    for c, why in sorted(failures.items()):
+        logger.error("round %d: client %d did not answer: %s", rnd, c, why)
+    need = min(fed.min_clients, len(selected))
+    if len(updates) < need:
+        raise FederationError(
+            f"round {rnd}: only {len(updates)} of {len(selected)} sampled clients answered "
+            f"(failed: {sorted(failures)}), fewer than "
+            f"training.federation.min_clients={fed.min_clients}; "
+            f"the last good checkpoint (round {rnd - 1}) is kept"
+            + (f" at {checkpoint_path}" if checkpoint_path else "")
+        )
+    return sorted(updates, key=lambda u: u.client_id)
+
+
+def _aggregate(fed: FederationConfig, updates: list[ClientUpdate], progress: _Progress) -> None:
+    """FedAvg in client order with server-side retention ('local': each keeps its own)."""
+    if fed.strategy == "local":
+        for upd in updates:
+            progress.client_states[upd.client_id] = upd.state
+        return
+    avg = aggregation.fedavg([(u.client_id, u.state, u.n_samples) for u in updates])
+    progress.global_state = aggregation.retain(avg, progress.global_state, fed.retention)
+
+
+def _validate_round(
+    runner: ClientRunner,
+    fed: FederationConfig,
+    ids: list[int],
+    rnd: int,
+    updates: list[ClientUpdate],
+    progress: _Progress,
+    seconds: float,
+) -> float:
+    """Validate the new model(s) on every client's val split (original units), append the
+    round's history rows, log the round and keep the best round; returns the mean val MSE."""
+    local = fed.strategy == "local"
+    vals = runner.evaluate(
+        {c: (progress.client_states[c] if local else progress.global_state) for c in ids}
+    )
+    by_id = {u.client_id: u for u in updates}
+    rows = [_history_row(rnd, c, by_id.get(c), runner.n_train(c), vals) for c in ids]
+    progress.history.extend(rows)
+    finite = [r["val_mse"] for r in rows if np.isfinite(r["val_mse"])]
+    mean_val = float(np.mean(finite)) if finite else float("nan")
+    terms = {t: np.nanmean([r[f"loss_{t}"] for r in rows]) for t in ("mse", "mi", "skl", "con")}
+    logger.info(
+        "round %d/%d strategy=%s clients=%s loss=%.4f mse=%.4f mi=%.4f skl=%.4f con=%.4f val_mse=%.5g (%.1fs)",
+        rnd,
+        fed.rounds,
+        fed.strategy,
+        [u.client_id for u in updates],
+        np.nanmean([r["train_loss"] for r in rows]),
+        terms["mse"],
+        terms["mi"],
+        terms["skl"],
+        terms["con"],
+        mean_val,
+        seconds,
+    )
+    if np.isfinite(mean_val) and mean_val < progress.best[0] - fed.min_delta:
+        progress.best = (mean_val, rnd, progress.global_state, dict(progress.client_states))
+        progress.stale = 0
+    else:
+        progress.stale += 1
+    return mean_val
+
+
 def run_rounds(
     model_config: ModelConfig,
     runner: ClientRunner,
@@ -236,8 +475,9 @@ def run_rounds(
     on_round_end: Callable[[int, float], None] | None = None,
     init_state: State | None = None,
 ) -> TrainingResult:
-    """The server loop shared by every engine: sampling, FedAvg in client order, retention,
-    validation, early stopping, checkpoints and history.
+    """The server loop shared by every engine: resume, then per round train (sampling),
+    aggregate (FedAvg in client order, retention), validate (history, best round), checkpoint;
+    early stopping keeps the best round.
 
     ``on_update`` sees every :class:`ClientUpdate` the server receives (used to audit the
     privacy boundary); ``on_round_end(round, mean_val_mse)`` is called after each round's
@@ -258,134 +498,45 @@ def run_rounds(
         )
     if init_state is None:
         init_state = build_model(model_config, seed=fed.seed).state_dict()
-    global_state = {k: v.detach().clone() for k, v in init_state.items()}
-    anchor = global_state if cfg.anchor_mu > 0 else None
-    client_states: dict[int, State] = (
-        {c: global_state for c in ids} if fed.strategy == "local" else {}
-    )
-    history: list[dict] = []
-    best = (math.inf, 0, global_state, dict(client_states))
-    stale = 0
-    start_round = 1
-    key = _hash(
-        model_config.to_json(),
-        asdict(cfg),
-        asdict(fed),
-        ids,
-        [runner.n_train(c) for c in ids],
-        _state_digest(global_state),
-    )
-    if resume and checkpoint_path is not None and checkpoint_path.exists():
-        ck = torch.load(checkpoint_path, weights_only=False)
-        if ck.get("key") != key:
-            logger.warning(
-                "Checkpoint %s belongs to another configuration: starting afresh", checkpoint_path
-            )
-        else:
-            global_state, client_states = ck["global_state"], ck["client_states"]
-            runner.restore_client_side_state(ck["client_side"])
-            history, best, stale, start_round = (
-                ck["history"],
-                ck["best"],
-                ck["stale"],
-                ck["round"] + 1,
-            )
-            logger.info("Resuming from checkpoint %s after round %d", checkpoint_path, ck["round"])
-    if start_round == 1 and warm:
-        vals0 = runner.evaluate({c: global_state for c in ids})
-        history.extend(_history_row(0, c, None, runner.n_train(c), vals0) for c in ids)
-        finite0 = [v for v in vals0.values() if np.isfinite(v)]
-        if finite0:
-            best = (float(np.mean(finite0)), 0, global_state, dict(client_states))
-            logger.info("round 0 (warm start): val_mse=%.5g", best[0])
-    rnd = start_round - 1
-    for rnd in range(start_round, fed.rounds + 1):
+    start = {k: v.detach().clone() for k, v in init_state.items()}
+    anchor = start if cfg.anchor_mu > 0 else None
+    clients0: dict[int, State] = dict.fromkeys(ids, start) if fed.strategy == "local" else {}
+    progress = _Progress(start, clients0, [], (math.inf, 0, start, dict(clients0)))
+    key = _checkpoint_key(model_config, cfg, fed, runner, ids, start)
+    if resume and checkpoint_path is not None:
+        progress = _resume(checkpoint_path, key, runner, progress)
+    if progress.last_round == 0 and warm:
+        _validate_start(runner, ids, progress)
+    for rnd in range(progress.last_round + 1, fed.rounds + 1):
         t_round = time.perf_counter()
-        if fed.strategy in ("local", "central"):
-            selected = ids
-        else:
-            selected = aggregation.sample_clients(ids, fed.client_fraction, fed.seed, rnd)
-        jobs = {
-            c: (client_states[c] if fed.strategy == "local" else global_state) for c in selected
-        }
-        updates, failures = runner.train(jobs, rnd, cfg, anchor)
-        for c, why in sorted(failures.items()):
-            logger.error("round %d: client %d did not answer: %s", rnd, c, why)
-        need = min(fed.min_clients, len(selected))
-        if len(updates) < need:
-            raise FederationError(
-                f"round {rnd}: only {len(updates)} of {len(selected)} sampled clients answered "
-                f"(failed: {sorted(failures)}), fewer than training.min_clients={fed.min_clients}; "
-                f"the last good checkpoint (round {rnd - 1}) is kept"
-                + (f" at {checkpoint_path}" if checkpoint_path else "")
-            )
-        updates = sorted(updates, key=lambda u: u.client_id)
-        for upd in updates:
-            if on_update is not None:
+        updates = _train_round(runner, cfg, fed, ids, rnd, progress, anchor, checkpoint_path)
+        if on_update is not None:
+            for upd in updates:
                 on_update(upd)
-            if fed.strategy == "local":
-                client_states[upd.client_id] = upd.state
-        if fed.strategy != "local":
-            avg = aggregation.fedavg([(u.client_id, u.state, u.n_samples) for u in updates])
-            global_state = aggregation.retain(avg, global_state, fed.retention)
-        # validation of the new model(s) on every client's val split (original units)
-        vals = runner.evaluate(
-            {c: (client_states[c] if fed.strategy == "local" else global_state) for c in ids}
+        _aggregate(fed, updates, progress)
+        mean_val = _validate_round(
+            runner, fed, ids, rnd, updates, progress, time.perf_counter() - t_round
         )
-        by_id = {u.client_id: u for u in updates}
-        round_rows = []
-        for c in ids:
-            u = by_id.get(c)
-            round_rows.append(_history_row(rnd, c, u, runner.n_train(c), vals))
-        history.extend(round_rows)
-        finite = [r["val_mse"] for r in round_rows if np.isfinite(r["val_mse"])]
-        mean_val = float(np.mean(finite)) if finite else float("nan")
-        terms = {
-            t: np.nanmean([r[f"loss_{t}"] for r in round_rows]) for t in ("mse", "mi", "skl", "con")
-        }
-        logger.info(
-            "round %d/%d strategy=%s clients=%s loss=%.4f mse=%.4f mi=%.4f skl=%.4f con=%.4f val_mse=%.5g (%.1fs)",
-            rnd,
-            fed.rounds,
-            fed.strategy,
-            [u.client_id for u in updates],
-            np.nanmean([r["train_loss"] for r in round_rows]),
-            terms["mse"],
-            terms["mi"],
-            terms["skl"],
-            terms["con"],
-            mean_val,
-            time.perf_counter() - t_round,
-        )
-        if np.isfinite(mean_val) and mean_val < best[0] - fed.min_delta:
-            best, stale = (mean_val, rnd, global_state, dict(client_states)), 0
-        else:
-            stale += 1
-        stop = fed.early_stopping and stale >= fed.patience
+        progress.last_round = rnd
         if checkpoint_path is not None:
-            _save_checkpoint(
-                checkpoint_path,
-                {
-                    "key": key,
-                    "round": rnd,
-                    "global_state": global_state,
-                    "client_states": client_states,
-                    "client_side": runner.client_side_state(),
-                    "history": history,
-                    "best": best,
-                    "stale": stale,
-                },
-            )
+            _write_checkpoint(checkpoint_path, key, runner, progress)
         if on_round_end is not None:
             on_round_end(rnd, mean_val)
-        if stop:
+        if fed.early_stopping and progress.stale >= fed.patience:
             logger.info(
-                "Early stopping after round %d (best round %d, val_mse %.5g)", rnd, best[1], best[0]
+                "Early stopping after round %d (best round %d, val_mse %.5g)",
+                rnd,
+                progress.best[1],
+                progress.best[0],
             )
             break
-    if fed.early_stopping and np.isfinite(best[0]):
-        global_state, client_states = best[2], best[3]
-        best_round = best[1]
-    else:
-        best_round = rnd
-    return TrainingResult(global_state, client_states, history, best_round, rnd)
+    if fed.early_stopping and np.isfinite(progress.best[0]):
+        best = progress.best
+        return TrainingResult(best[2], best[3], progress.history, best[1], progress.last_round)
+    return TrainingResult(
+        progress.global_state,
+        progress.client_states,
+        progress.history,
+        progress.last_round,
+        progress.last_round,
+    )

@@ -175,7 +175,7 @@ def warm_start_linear(model: FDRMFLModel, blocks: dict, coef) -> None:
     nothing at first and learns from there. The fusion's uniform weights then sum the modalities.
     """
     if not model.config.linear_path:
-        raise ValueError("a linear warm start needs training.linear_path: true")
+        raise ValueError("a linear warm start needs training.model.linear_path: true")
     k = len(coef)
     d = model.config.latent_dim
     if k > d:

@@ -33,7 +33,7 @@ TRAIN, VAL, TEST = "train", "val", "test"
 class PartitionOptions:
     """Every knob of every scheme (only the chosen scheme's are read)."""
 
-    scheme: str = "iid"
+    scheme: str = "paper"
     n_clients: int = 3
     test_fraction: float = 0.2
     use_predefined_split: bool = True

@@ -122,19 +122,14 @@ def federate_local(
 ) -> Path:
     """Run the whole deployment; returns the run directory (job, logs, result)."""
     import pyarrow.parquet as pq
-    import torch
 
     from fdrmfl_pipeline.core.bundle import make_bundle
     from fdrmfl_pipeline.core.clientdata import Scaler
     from fdrmfl_pipeline.core.modalities import from_arrow
+    from fdrmfl_pipeline.core.setup import TrainingSetup
     from fdrmfl_pipeline.flower.job import FlowerJob
+    from fdrmfl_pipeline.flower.server_app import RESULT_JSON, load_result
     from fdrmfl_pipeline.params import TrainingParams
-    from fdrmfl_pipeline.pipelines.training.nodes import (
-        federation_config,
-        local_train_config,
-        model_config,
-        warm_start_settings,
-    )
 
     project = project.resolve()
     runtime = _merge(params or {}, {"partitioning": {"n_clients": clients, "export_clients": True}})
@@ -153,24 +148,17 @@ def federate_local(
         raise ValueError(f"strategy '{training.strategy}' needs the inprocess engine")
     clients_dir = project / "data/03_primary/clients"
     data = from_arrow(pq.read_table(clients_dir / "client_0.parquet"))  # shapes and kinds only
-    names = training.modalities or data.modality_names
+    setup = TrainingSetup.from_params(training, seed, data)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H.%M.%S.%fZ")
     run_dir = project / "data/06_models/flower" / stamp
     run_dir.mkdir(parents=True)
     job = FlowerJob.create(
-        model_config(data, names, training),
-        local_train_config(training),
-        federation_config(training, seed),
-        modalities=list(names),
-        scaling=training.scaling,
+        setup,
         clients_dir=str(clients_dir),
         expected_clients=clients,
         output_dir=str(run_dir),
-        num_threads=training.num_threads,
-        x_scaling=training.x_scaling,
         round_timeout=round_timeout,
         checkpoint_path=str(run_dir / "checkpoint.pt"),
-        extra=warm_start_settings(training),
     )
     job_path = job.save(run_dir / "job.json")
 
@@ -238,19 +226,19 @@ def federate_local(
             run_dir / "flwr-run.log",
             env_vars,
         )
-        result_path = run_dir / "result.pt"
+        result_path = run_dir / RESULT_JSON
         deadline = time.monotonic() + timeout
         killed = False
         while not result_path.exists():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no result after {timeout:.0f}s; logs in {run_dir}")
-            if kill_client and not killed and (run_dir / "checkpoint.pt").exists():
-                ck = torch.load(run_dir / "checkpoint.pt", weights_only=False)
-                if ck["round"] >= kill_client[1]:
+            done = _rounds_done(run_dir)
+            if kill_client and not killed and done is not None:
+                if done >= kill_client[1]:
                     logger.warning(
                         "killing supernode-%d after round %d (fault test)",
                         kill_client[0],
-                        ck["round"],
+                        done,
                     )
                     procs.kill(f"supernode-{kill_client[0]}")
                     killed = True
@@ -267,7 +255,7 @@ def federate_local(
         left = procs.alive()
         if left:
             logger.error("processes still alive after cleanup: %s", left)
-    res = torch.load(result_path, weights_only=False)
+    res, global_state = load_result(run_dir)
     scalers = {int(c): Scaler.from_dict(d) for c, d in res["scalers"].items()}
     meta = {
         "engine": "flower-deployment",
@@ -281,15 +269,20 @@ def federate_local(
 
     with _session(project, env, runtime) as session:
         catalog = session.load_context().catalog
-        catalog.save(
-            "global_model", make_bundle(job.model(), res["global_state"], scalers, {}, meta)
-        )
+        catalog.save("global_model", make_bundle(setup.model, global_state, scalers, {}, meta))
         catalog.save(
             "training_history", pd.DataFrame(res["history"]).assign(strategy=training.strategy)
         )
     (run_dir / "summary.json").write_text(json.dumps(meta, indent=2))
     logger.info("Flower deployment finished: %s", run_dir)
     return run_dir
+
+
+def _rounds_done(run_dir: Path) -> int | None:
+    """The last round the server checkpointed (its JSON sidecar; no pickle is read)."""
+    from fdrmfl_pipeline.core.engine import checkpoint_round
+
+    return checkpoint_round(run_dir / "checkpoint.pt")
 
 
 def _tail(path: Path, n: int = 1500) -> str:
@@ -307,7 +300,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--clients", type=int, default=3)
     ap.add_argument("--env", default=None)
-    ap.add_argument("--params", default=None, help="Kedro runtime params, e.g. training.rounds=3")
+    ap.add_argument(
+        "--params", default=None, help="Kedro runtime params, e.g. training.federation.rounds=3"
+    )
     ap.add_argument("--project", type=Path, default=Path.cwd())
     ap.add_argument("--round-timeout", type=float, default=120.0)
     ap.add_argument(

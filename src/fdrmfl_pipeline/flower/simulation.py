@@ -7,6 +7,7 @@ import os
 
 from fdrmfl_pipeline.core.clientdata import Scaler
 from fdrmfl_pipeline.core.engine import TrainingResult
+from fdrmfl_pipeline.core.setup import TrainingSetup
 from fdrmfl_pipeline.flower.job import FlowerJob
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,8 @@ def run_simulation_job(
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     from flwr.simulation import run_simulation
 
-    from fdrmfl_pipeline.flower.app import make_client_app, make_server_app
+    from fdrmfl_pipeline.flower.client_app import make_client_app
+    from fdrmfl_pipeline.flower.server_app import make_server_app
 
     captured: dict = {}
 
@@ -43,18 +45,7 @@ def run_simulation_job(
 
 
 def simulate_training(
-    table,
-    assignments,
-    model_config,
-    local_cfg,
-    fed,
-    modalities: list[str],
-    scaling: str,
-    staging_dir,
-    num_threads: int = 1,
-    checkpoint_path=None,
-    extra: dict | None = None,
-    x_scaling: str = "per_feature",
+    table, assignments, setup: TrainingSetup, staging_dir, checkpoint_path=None
 ) -> tuple[TrainingResult, dict[int, Scaler]]:
     """Stage one Parquet file per client (what each SuperNode would hold) and simulate the job."""
     from pathlib import Path
@@ -71,17 +62,10 @@ def simulate_training(
     for c in ids:
         pq.write_table(client_table(table, assignments, c), staging / f"client_{c}.parquet")
     job = FlowerJob.create(
-        model_config,
-        local_cfg,
-        fed,
-        modalities=list(modalities),
-        scaling=scaling,
+        setup,
         clients_dir=str(staging),
         expected_clients=len(ids),
         output_dir=str(staging / "out"),
-        num_threads=num_threads,
-        x_scaling=x_scaling,
         checkpoint_path=str(checkpoint_path) if checkpoint_path else None,
-        extra=dict(extra or {}),
     )
     return run_simulation_job(job)

@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 def _raw_frame(clients, names) -> pd.DataFrame:
     """Every client's flattened inputs (absent modalities zero) as f_* columns, all splits."""
-    from fdrmfl_pipeline.core.pls import design
+    from fdrmfl_pipeline.core.warmstart import design
 
     frames = []
     for c, cd in clients.items():
@@ -68,7 +68,7 @@ def baseline_predictions(
     if not params.enabled:
         return empty_predictions()
     data = from_arrow(multimodal_dataset)
-    names = training.modalities or data.modality_names
+    names = training.data.modalities or data.modality_names
     # per-client standardisation fitted on that client's train split only
     clients, _ = build_clients(data, client_assignments, names, "local", seed)
     out = []
@@ -77,7 +77,7 @@ def baseline_predictions(
         splits = {s: (cd.splits[s].x, cd.splits[s].y_raw) for s in ("train", "val", "test")}
         for name in params.extractors:
             t0 = time.perf_counter()
-            feats = extract(name, splits, mods, seed, training.latent_dim, params.vae_epochs)
+            feats = extract(name, splits, mods, seed, training.model.latent_dim, params.vae_epochs)
             frame = pd.concat(
                 [
                     pd.DataFrame(f, columns=[f"f_{i}" for i in range(f.shape[1])]).assign(

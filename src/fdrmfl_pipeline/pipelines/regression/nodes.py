@@ -29,7 +29,7 @@ def predict_from_features(
             params.regressors,
             seed,
             refit_on_val=refit,
-            gp_inputs=params.gp_fed_inputs,
+            gp_inputs=params.experimental.gp_fed_inputs,
         )
     ]
     if params.pooled:

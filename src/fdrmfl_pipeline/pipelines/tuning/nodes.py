@@ -43,7 +43,7 @@ def start_point(params: TuningParams, training: TrainingParams) -> dict:
     """The environment's current value of every tuned parameter that lies inside its range."""
     point = {}
     for entry in search_entries(params):
-        value = getattr(training, entry.name)
+        value = training.value(entry.name)
         if entry.kind == "categorical":
             inside = value in (entry.choices or ())
         else:
@@ -51,6 +51,18 @@ def start_point(params: TuningParams, training: TrainingParams) -> dict:
         if inside:
             point[entry.name] = value
     return point
+
+
+def nest(values: dict[str, Any]) -> dict:
+    """``{"loss.lambda_mi": 0.1}`` -> ``{"loss": {"lambda_mi": 0.1}}`` (a ``training:`` block)."""
+    out: dict = {}
+    for path, v in sorted(values.items()):
+        node = out
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return out
 
 
 def mean_val_mse(history: list[dict], rnd: int) -> float:
@@ -70,34 +82,27 @@ def tune(
     """Optimise the mean validation MSE over clients; returns all trials and the best parameters
     (as a ``training:`` block the training pipeline takes directly)."""
     import optuna
-    import torch
 
     from fdrmfl_pipeline.core import tuning
     from fdrmfl_pipeline.core.engine import run_federated
-    from fdrmfl_pipeline.pipelines.training.nodes import (
-        client_data,
-        federation_config,
-        initial_state,
-        local_train_config,
-        model_config,
-        warm_start_settings,
-    )
+    from fdrmfl_pipeline.core.modalities import from_arrow
+    from fdrmfl_pipeline.core.setup import TrainingSetup
 
-    torch.set_num_threads(training.num_threads)
-    torch.use_deterministic_algorithms(True)
     table, assignments = without_test_rows(multimodal_dataset, client_assignments)
-    data, names, clients, scalers = client_data(table, assignments, training, seed)
+    data = from_arrow(table)
+    base = TrainingSetup.from_params(training, seed, data)
+    base.setup_torch()
+    clients, scalers = base.clients(data, assignments, seed)
     starts: dict[str, Any] = {}  # warm starts, computed once per model shape
 
-    def warm_start(cfg, p: TrainingParams):
-        key = repr((cfg, warm_start_settings(p)))  # the model shape and the warm start's settings
+    def warm_start(setup: TrainingSetup):
+        key = repr((setup.model, setup.warm_start))  # the model shape and the warm start
         if key not in starts:
-            starts[key] = initial_state(cfg, clients, names, p, seed)
+            starts[key] = setup.initial_state(clients, seed)
         return starts[key]
 
     def objective(trial: optuna.Trial) -> float:
-        p = TrainingParams.model_validate({**training.model_dump(), **trial.params})
-        cfg = model_config(data, names, p)
+        setup = TrainingSetup.from_params(training.with_values(trial.params), seed, data)
 
         def report(rnd: int, val: float) -> None:
             trial.report(val, rnd)
@@ -105,13 +110,13 @@ def tune(
                 raise optuna.TrialPruned
 
         res = run_federated(
-            cfg,
+            setup.model,
             clients,
             scalers,
-            local_train_config(p),
-            federation_config(p, seed),
+            setup.local,
+            setup.federation,
             on_round_end=report,
-            init_state=warm_start(cfg, p),
+            init_state=warm_start(setup),
         )
         return mean_val_mse(res.history, res.best_round)
 
@@ -137,8 +142,9 @@ def tune(
         best = {"training": {}, "study": {"name": params.study_name, "best_value": None}}
     else:
         b = study.best_trial
+        values = {k: (v.item() if hasattr(v, "item") else v) for k, v in b.params.items()}
         best = {
-            "training": {k: (v.item() if hasattr(v, "item") else v) for k, v in b.params.items()},
+            "training": nest(values),
             "study": {
                 "name": params.study_name,
                 "best_trial": b.number,
@@ -156,7 +162,8 @@ def _study_from_trials(tuning_trials: pd.DataFrame, params: TuningParams):
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     dists = {}
-    for name, e in params.search_space.items():
+    for entry in search_entries(params):  # the tuned entries: what the trials carry
+        name, e = entry.name, params.search_space[entry.name]
         if e.type == "float":
             dists[name] = FloatDistribution(e.low, e.high, log=e.log)
         elif e.type == "int":
@@ -164,8 +171,8 @@ def _study_from_trials(tuning_trials: pd.DataFrame, params: TuningParams):
         else:
             dists[name] = CategoricalDistribution(e.choices)
     study = optuna.create_study(direction="minimize")
-    for row in tuning_trials[tuning_trials["state"] == "COMPLETE"].itertuples(index=False):
-        d = row._asdict()
+    complete = tuning_trials[tuning_trials["state"] == "COMPLETE"]
+    for d in complete.to_dict(orient="records"):  # not itertuples: dotted names are renamed
         trial_params = {
             k[len("params_") :]: d[k]
             for k in d

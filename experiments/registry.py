@@ -1,0 +1,147 @@
+"""The experiments registry (``experiments/registry.yml``) as Python: which environment and
+parameters make an experiment, a variant or a tuned run. Every script under ``experiments/``
+builds its Kedro runtime parameters here, so a table row, a tuning study and a named job of the
+same experiment run the same configuration."""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = ROOT / "experiments"
+RESULTS = HERE / "results"
+TUNED = RESULTS / "tuned"
+SHARED_CORN = ROOT.parent / "shared" / "datasets" / "corn"
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    env: str
+    params: dict = field(default_factory=dict)
+    baselines: dict = field(default_factory=dict)
+    metric: str = "mse"  # mse: mean over clients of the test MSE; rmse_pooled: over all rows
+    bound: float | None = None
+    ref: tuple[str, float | None] = ("-", None)
+    anchor: tuple[str, float] | None = None
+    default: bool = True
+
+    @property
+    def needs_corn(self) -> bool:
+        return self.env == "paper_corn"
+
+
+def merge(a: dict, b: dict) -> dict:
+    """``b`` over ``a``, nested dictionaries merged key by key (copies, inputs untouched)."""
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load(path: Path = HERE / "registry.yml") -> dict[str, Any]:
+    """The raw registry."""
+    return yaml.safe_load(path.read_text())
+
+
+_REG = load()
+VARIANTS: dict[str, dict] = _REG["variants"]
+DEFAULT_VARIANTS: list[str] = _REG["default_variants"]
+QUICK_VARIANTS: list[str] = _REG["quick_variants"]
+FDRMFL_CONFIGS: tuple[str, ...] = tuple(_REG["fdrmfl_configs"])
+FEDERATED_CONFIGS: tuple[str, ...] = (*FDRMFL_CONFIGS, *_REG["warm_start_configs"])
+
+
+def _experiment(name: str, e: dict) -> Experiment:
+    target = e.get("target") or {}
+    ref = e.get("ref") or {}
+    anchor = e.get("anchor")
+    return Experiment(
+        name=name,
+        env=e["env"],
+        params=e.get("params") or {},
+        baselines=_REG["baselines"][e["baselines"]] if "baselines" in e else {},
+        metric=target.get("metric", "mse"),
+        bound=target.get("bound"),
+        ref=(ref.get("text", "-"), ref.get("divisor")),
+        anchor=(anchor[0], float(anchor[1])) if anchor else None,
+        default=e.get("default", True),
+    )
+
+
+EXPERIMENTS: dict[str, Experiment] = {n: _experiment(n, e) for n, e in _REG["experiments"].items()}
+DEFAULT_EXPERIMENTS = [n for n, e in EXPERIMENTS.items() if e.default]
+
+
+def tuning_params(name: str, trials: int | None = None) -> tuple[str, list[str], dict]:
+    """(environment, pipelines, runtime parameters) of the experiment's tuning job: its study is
+    ``tune_<experiment>`` and holds the protocol's number of finished trials (or ``trials``)."""
+    e = experiment(name)
+    env, params = run_params(name)
+    n = trials if trials is not None else _REG["tuning_trials"][e.env]
+    params = merge(params, {"tuning": {"study_name": f"tune_{name}", "n_trials": n}})
+    return env, ["ingestion", "partitioning", "tuning"], params
+
+
+def experiment(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise SystemExit(f"unknown experiment '{name}'; registry.yml has {sorted(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
+
+
+def tuning_study(name: str) -> dict | None:
+    """The experiment's stored tuning result (``experiments/tune.py``), if any."""
+    path = TUNED / f"{name}.yml"
+    return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
+def tuned_overrides(name: str) -> dict | None:
+    """The ``training:`` values the experiment's study chose; None when there is no study or
+    its best trial is trial 0, the environment's own values (training again would repeat the
+    ``fdrmfl`` run exactly)."""
+    study = tuning_study(name)
+    if study is None or study.get("study", {}).get("best_trial") == 0:
+        return None
+    return dict(study["training"])
+
+
+def variant_overrides(exp: str, variant: str) -> dict:
+    """The parameters a variant changes (nested ``training:`` / ``regression:`` blocks)."""
+    if variant not in VARIANTS:
+        raise SystemExit(f"unknown variant '{variant}'; registry.yml has {sorted(VARIANTS)}")
+    if variant == "fdrmfl-tuned":
+        tuned = tuned_overrides(exp)
+        return {"training": tuned} if tuned else {}
+    return copy.deepcopy(VARIANTS[variant])
+
+
+def run_params(
+    exp: str,
+    variant: str = "fdrmfl",
+    seed: int | None = None,
+    corn_dir: Path | str | None = None,
+    extra: dict | None = None,
+) -> tuple[str, dict]:
+    """(Kedro environment, runtime parameters) of one experiment and variant: the registry's
+    parameters, the variant's overrides, the experiment label, the method label and the seed."""
+    e = experiment(exp)
+    params = merge(e.params, variant_overrides(exp, variant))
+    params = merge(
+        params,
+        {"evaluation": {"experiment": exp}, "regression": {"method": variant}},
+    )
+    if seed is not None:
+        params["seed"] = seed
+    if corn_dir is not None:
+        params = merge(params, {"paths": {"corn_dir": str(corn_dir)}})
+    return e.env, merge(params, extra or {})

@@ -1,0 +1,178 @@
+"""One typed training configuration, built once from the validated parameters.
+
+:class:`TrainingSetup` is what every engine (in process, Flower simulation, Flower deployment),
+the tuning objective and the benchmarks run: the model's shape, one local update's settings, the
+server's federation settings, the warm start and the data options. It is plain data (JSON in
+and out, no Kedro, no Flower), so a Flower job carries it as is.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fdrmfl_pipeline.core.client import LocalTrainConfig
+from fdrmfl_pipeline.core.engine import FederationConfig
+from fdrmfl_pipeline.core.model import ModelConfig
+from fdrmfl_pipeline.core.warmstart.protocol import WarmStartConfig
+
+if TYPE_CHECKING:  # the pydantic parameter model (fdrmfl_pipeline.params); never imported here
+    from fdrmfl_pipeline.core.clientdata import ClientData, Scaler
+    from fdrmfl_pipeline.core.modalities import MultimodalData
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    model: ModelConfig
+    local: LocalTrainConfig
+    federation: FederationConfig
+    warm_start: WarmStartConfig
+    modalities: tuple[str, ...]
+    strategy: str = "fdrmfl"
+    engine: str = "inprocess"
+    scaling: str = "federated"
+    x_scaling: str = "per_feature"
+    num_threads: int = 1
+    resume: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # reserved; always empty today
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_params(cls, params: Any, seed: int, data: MultimodalData) -> TrainingSetup:
+        """From a validated ``TrainingParams`` (the ``training:`` group), the project seed and
+        the dataset (its modality kinds and shapes size the encoders)."""
+        from fdrmfl_pipeline.errors import ConfigError
+
+        names = list(params.data.modalities or data.modality_names)
+        unknown = [m for m in names if m not in data.modality_names]
+        if unknown:
+            raise ConfigError(
+                f"training.data.modalities names {unknown}, which the dataset lacks; "
+                f"it has {data.modality_names}"
+            )
+        bad_enc = [m for m in params.model.encoders if m not in names]
+        if bad_enc:
+            raise ConfigError(
+                f"training.model.encoders names modalities {bad_enc} that are not trained on "
+                f"({names})"
+            )
+        m, o, lo, f = params.model, params.optimizer, params.loss, params.federation
+        model = ModelConfig.for_modalities(
+            [(n, data.spec(n).kind, data.spec(n).shape) for n in names],
+            encoders=dict(m.encoders),
+            latent_dim=m.latent_dim,
+            hidden_dim=m.hidden_dim,
+            head_hidden=m.head_hidden,
+            dropout=m.dropout,
+            linear_path=m.linear_path,
+        )
+        local = LocalTrainConfig(
+            local_epochs=o.local_epochs,
+            batch_size=o.batch_size,
+            optimizer=o.name,
+            lr=o.lr,
+            weight_decay=o.weight_decay,
+            grad_clip=o.grad_clip,
+            lambda_mi=lo.lambda_mi,
+            lambda_kl=lo.lambda_kl,
+            lambda_con=lo.lambda_con,
+            tau=lo.tau,
+            prox_mu=lo.prox_mu,
+            lambda_l1=lo.lambda_l1,
+            anchor_mu=params.experimental.anchor_mu,
+        )
+        fed = FederationConfig(
+            strategy=params.strategy,
+            rounds=f.rounds,
+            client_fraction=f.client_fraction,
+            retention=f.retention,
+            early_stopping=f.early_stopping.enabled,
+            patience=f.early_stopping.patience,
+            min_delta=f.early_stopping.min_delta,
+            seed=seed,
+            min_clients=f.min_clients,
+        )
+        w = params.warm_start
+        ws = WarmStartConfig(
+            kind=w.kind,
+            components=w.components,
+            pca_iterations=w.pca_iterations,
+            lasso_penalties=w.lasso_penalties,
+            lasso_iterations=w.lasso_iterations,
+        )
+        return cls(
+            model=model,
+            local=local,
+            federation=fed,
+            warm_start=ws,
+            modalities=tuple(names),
+            strategy=params.strategy,
+            engine=params.engine,
+            scaling=params.data.scaling,
+            x_scaling=params.experimental.x_scaling,
+            num_threads=params.num_threads,
+            resume=params.resume,
+        )
+
+    # ------------------------------------------------------------------ JSON (Flower jobs)
+    def to_dict(self) -> dict:
+        return {
+            "model": json.loads(self.model.to_json()),
+            "local": asdict(self.local),
+            "federation": asdict(self.federation),
+            "warm_start": asdict(self.warm_start),
+            "modalities": list(self.modalities),
+            "strategy": self.strategy,
+            "engine": self.engine,
+            "scaling": self.scaling,
+            "x_scaling": self.x_scaling,
+            "num_threads": self.num_threads,
+            "resume": self.resume,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainingSetup:
+        return cls(
+            model=ModelConfig.from_json(json.dumps(d["model"])),
+            local=LocalTrainConfig(**d["local"]),
+            federation=FederationConfig(**d["federation"]),
+            warm_start=WarmStartConfig(**d["warm_start"]),
+            modalities=tuple(d["modalities"]),
+            strategy=d["strategy"],
+            engine=d["engine"],
+            scaling=d["scaling"],
+            x_scaling=d["x_scaling"],
+            num_threads=int(d["num_threads"]),
+            resume=bool(d["resume"]),
+            extra=dict(d.get("extra", {})),
+        )
+
+    # ------------------------------------------------------------------ what engines share
+    def setup_torch(self) -> None:
+        """Fixed thread count and deterministic kernels: bit-identical results for a seed."""
+        import torch
+
+        torch.set_num_threads(self.num_threads)
+        torch.use_deterministic_algorithms(True)
+
+    def clients(
+        self, data: MultimodalData, assignments, seed: int
+    ) -> tuple[dict[int, ClientData], dict[int, Scaler]]:
+        """Every client's scaled splits and scaler (in process)."""
+        from fdrmfl_pipeline.core.clientdata import build_clients
+
+        return build_clients(
+            data, assignments, list(self.modalities), self.scaling, seed, self.x_scaling
+        )
+
+    def initial_state(self, clients: dict[int, ClientData], seed: int):
+        """None (seeded random) or the federated warm start over clients in this process."""
+        if self.warm_start.kind == "none":
+            return None
+        from fdrmfl_pipeline.core.warmstart import InProcessOracle, warm_start_state
+
+        return warm_start_state(
+            self.model, InProcessOracle(clients, list(self.modalities)), seed, self.warm_start
+        )

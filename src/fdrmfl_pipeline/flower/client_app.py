@@ -1,0 +1,177 @@
+"""The Flower ClientApp: each SuperNode answers from its own rows only.
+
+* ``query`` -> the client's id, train/val sizes and the sufficient statistics of its train split
+  (counts, sums, sums of squares: what a federated scaler needs; no sample leaves the client),
+  or one warm-start aggregate (``X^T y``, ``X^T X r``, validation squared errors).
+* ``train`` (global weights + scaler + the round's config record) -> local weights, sample count
+  and scalar metrics. The client's own previous model (contrastive negative) stays in
+  ``context.state`` on the client.
+* ``evaluate`` (weights + scaler) -> validation MSE (original units) and the val size.
+
+Messages are addressed by Flower node id but *identified by client id* (the partition's id stored
+in its data file; Flower node ids are random per run and never used as keys).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fdrmfl_pipeline.core.client import (
+    LocalTrainConfig,
+    evaluate_mse,
+    local_update,
+    model_from_state,
+)
+from fdrmfl_pipeline.core.clientdata import (
+    RawClient,
+    assignments_from_client_table,
+    raw_client,
+    scale_client,
+)
+from fdrmfl_pipeline.core.modalities import from_arrow
+from fdrmfl_pipeline.flower.job import FlowerJob
+from fdrmfl_pipeline.flower.records import (
+    arrays_record,
+    record_scaler,
+    record_state,
+    state_record,
+    stats_record,
+)
+
+
+def _job_from(context: Context, job: FlowerJob | None) -> FlowerJob:
+    if job is not None:
+        return job
+    return FlowerJob.load(context.run_config["job"])
+
+
+def _client_raw(context: Context, job: FlowerJob) -> RawClient:
+    """The client's own rows: its file from the node config, or ``clients_dir`` by partition id."""
+    import pyarrow.parquet as pq
+
+    job.setup.setup_torch()
+    path = context.node_config.get("data-path")
+    if not path:
+        path = str(
+            Path(job.clients_dir) / f"client_{int(context.node_config['partition-id'])}.parquet"
+        )
+    table = pq.read_table(path)
+    assign = assignments_from_client_table(table)
+    client_id = int(assign["client"].iloc[0])
+    return raw_client(
+        from_arrow(table), assign, list(job.setup.modalities), job.setup.federation.seed, client_id
+    )
+
+
+def _maybe_fail(client_id: int, round_: int) -> None:
+    """Test hook for simulation: ``FDRMFL_FAIL_CLIENT=<client>:<round>`` makes that client fail
+    from that round on (deployment tests kill the SuperNode process instead)."""
+    spec = os.environ.get("FDRMFL_FAIL_CLIENT", "")
+    if spec:
+        c, r = (int(v) for v in spec.split(":"))
+        if c == client_id and round_ >= r:
+            raise RuntimeError(f"injected failure of client {client_id} in round {round_}")
+
+
+def _pls_answer(raw: RawClient, job: FlowerJob, content: RecordDict) -> RecordDict:
+    """One aggregate for the server's warm start (``core.warmstart``): X^T y, X^T X r, or the
+    validation squared errors of candidate coefficient vectors. Never a row of data."""
+    from fdrmfl_pipeline.core.warmstart import ClientAggregates
+
+    op = str(content.config_records["pls"]["op"])
+    data = scale_client(raw, record_scaler(content.array_records["scaler"]), job.setup.modalities)
+    agg = ClientAggregates(data, job.setup.modalities)
+    if op == "cross":
+        out = {"v": agg.cross()}
+    elif op == "gram":
+        out = {"v": agg.gram_times(content.array_records["query"]["r"].numpy())}
+    elif op == "val":
+        sse, n = agg.val_sse(content.array_records["query"]["coefs"].numpy())
+        out = {"v": sse, "n": np.array([n], np.int64)}
+    else:
+        raise ValueError(f"unknown PLS query '{op}'")
+    return RecordDict(
+        {"pls": arrays_record(out), "info": MetricRecord({"client-id": raw.client_id})}
+    )
+
+
+def make_client_app(job: FlowerJob | None = None) -> ClientApp:
+    """A ClientApp; ``job`` given in simulation, else read from ``run_config['job']``."""
+    app = ClientApp()
+
+    @app.query()
+    def describe(msg: Message, context: Context) -> Message:
+        j = _job_from(context, job)
+        raw = _client_raw(context, j)
+        if "pls" in msg.content.config_records:
+            return Message(_pls_answer(raw, j, msg.content), reply_to=msg)
+        metrics = MetricRecord(
+            {
+                "client-id": raw.client_id,
+                "n-train": len(raw.splits["train"][0]),
+                "n-val": len(raw.splits["val"][0]),
+            }
+        )
+        return Message(
+            RecordDict({"stats": stats_record(raw.stats), "info": metrics}), reply_to=msg
+        )
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        j = _job_from(context, job)
+        raw = _client_raw(context, j)
+        cfg_rec = msg.content.config_records["config"]
+        round_ = int(cfg_rec["round"])
+        _maybe_fail(raw.client_id, round_)
+        data = scale_client(
+            raw, record_scaler(msg.content.array_records["scaler"]), j.setup.modalities
+        )
+        # the round's loss settings come from the server (strategy-specific weights)
+        local_cfg = LocalTrainConfig(
+            **{k: cfg_rec[k] for k in asdict(j.setup.local) if k in cfg_rec}
+        )
+        prev = (
+            record_state(context.state.array_records["prev"])
+            if "prev" in context.state.array_records
+            else None
+        )
+        upd, local_state = local_update(
+            j.setup.model,
+            record_state(msg.content.array_records["global"]),
+            prev,
+            data,
+            local_cfg,
+            int(cfg_rec["seed"]),
+            round_,
+            record_state(msg.content.array_records["anchor"])
+            if "anchor" in msg.content.array_records
+            else None,
+        )
+        context.state.array_records["prev"] = state_record(local_state)  # stays on the client
+        metrics = MetricRecord(
+            {"num-examples": upd.n_samples, "client-id": raw.client_id, **upd.metrics}
+        )
+        return Message(
+            RecordDict({"arrays": state_record(upd.state), "metrics": metrics}), reply_to=msg
+        )
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        j = _job_from(context, job)
+        raw = _client_raw(context, j)
+        sc = record_scaler(msg.content.array_records["scaler"])
+        data = scale_client(raw, sc, j.setup.modalities)
+        model = model_from_state(j.setup.model, record_state(msg.content.array_records["global"]))
+        val = evaluate_mse(model, data.val, sc.y_mean, sc.y_std)
+        metrics = MetricRecord(
+            {"val_mse": val, "num-examples": data.val.n, "client-id": raw.client_id}
+        )
+        return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+    return app

@@ -1,0 +1,323 @@
+"""The Flower ServerApp: :func:`fdrmfl_pipeline.core.engine.run_rounds` over a Flower Grid.
+
+Client sampling over client ids with the project's seeded generator, FedAvg in client-id order,
+retention, history, checkpoints and ``min_clients`` fault handling are the in-process engine's;
+only the transport differs (:class:`FlowerRunner`, :class:`FlowerOracle`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from fdrmfl_pipeline.core.client import ClientUpdate, LocalTrainConfig
+from fdrmfl_pipeline.core.clientdata import Scaler, SufficientStats, federated_scaler
+from fdrmfl_pipeline.core.engine import TrainingResult, run_rounds
+from fdrmfl_pipeline.flower.job import FlowerJob
+from fdrmfl_pipeline.flower.records import (
+    State,
+    anchored,
+    arrays_record,
+    record_state,
+    record_stats,
+    scaler_record,
+    state_record,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _job_from(context: Context, job: FlowerJob | None) -> FlowerJob:
+    if job is not None:
+        return job
+    return FlowerJob.load(context.run_config["job"])
+
+
+class FlowerRunner:
+    """:class:`fdrmfl_pipeline.core.engine.ClientRunner` over a Flower Grid."""
+
+    def __init__(self, grid: Grid, job: FlowerJob):
+        self.grid, self.job = grid, job
+        self.node_of: dict[int, int] = {}
+        self.sizes: dict[int, int] = {}
+        self.scalers: dict[int, Scaler] = {}
+        self.stats: dict[int, SufficientStats] = {}
+        self.silent: set[int] = set()  # clients that did not answer this round's training
+
+    def connect(self) -> None:
+        """Wait for the expected SuperNodes, learn each one's client id and its statistics."""
+        deadline = time.monotonic() + self.job.connect_timeout
+        while True:
+            nodes = sorted(self.grid.get_node_ids())
+            if len(nodes) >= self.job.expected_clients or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        if len(nodes) < self.job.expected_clients:
+            raise RuntimeError(
+                f"only {len(nodes)} of {self.job.expected_clients} SuperNodes connected within "
+                f"{self.job.connect_timeout:.0f}s"
+            )
+        msgs = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in nodes]
+        stats: dict[int, SufficientStats] = {}
+        for reply in self.grid.send_and_receive(msgs, timeout=self.job.connect_timeout):
+            if reply.has_error():
+                raise RuntimeError(f"a SuperNode failed to describe its data: {reply.error}")
+            info = reply.content.metric_records["info"]
+            cid = int(info["client-id"])
+            if cid in self.node_of:
+                raise RuntimeError(f"two SuperNodes hold client {cid}'s data")
+            self.node_of[cid] = reply.metadata.src_node_id
+            self.sizes[cid] = int(info["n-train"])
+            stats[cid] = record_stats(reply.content.array_records["stats"])
+        if len(stats) < self.job.expected_clients:
+            raise RuntimeError(
+                f"only {len(stats)} of {self.job.expected_clients} SuperNodes described their data within "
+                f"{self.job.connect_timeout:.0f}s (clients {sorted(stats)})"
+            )
+        self.stats = stats
+        shapes = {m.name: m.shape for m in self.job.setup.model.modalities}
+        if self.job.setup.scaling == "federated":
+            shared = federated_scaler(stats, shapes, self.job.setup.x_scaling)
+            self.scalers = dict.fromkeys(sorted(stats), shared)
+        else:
+            self.scalers = {
+                c: stats[c].scaler(shapes, self.job.setup.x_scaling) for c in sorted(stats)
+            }
+        logger.info(
+            "Flower clients connected: %s", {c: self.node_of[c] for c in sorted(self.node_of)}
+        )
+
+    def client_ids(self) -> list[int]:
+        return sorted(self.node_of)
+
+    def n_train(self, client: int) -> int:
+        return self.sizes[client]
+
+    def _exchange(self, kind: str, contents: dict[int, RecordDict], round_: int):
+        msgs = {
+            c: Message(
+                content, dst_node_id=self.node_of[c], message_type=kind, group_id=str(round_)
+            )
+            for c, content in contents.items()
+        }
+        by_node = {m.metadata.dst_node_id: c for c, m in msgs.items()}
+        replies, failures = {}, {}
+        for reply in self.grid.send_and_receive(
+            list(msgs.values()), timeout=self.job.round_timeout
+        ):
+            c = by_node.get(reply.metadata.src_node_id)
+            if c is None:
+                continue
+            if reply.has_error():
+                failures[c] = f"{reply.error.code}: {reply.error.reason}"
+            else:
+                replies[c] = reply
+        for c in contents:
+            if c not in replies and c not in failures:
+                failures[c] = f"no reply within {self.job.round_timeout:.0f}s"
+        return replies, failures
+
+    def train(
+        self,
+        jobs: dict[int, State],
+        round_: int,
+        cfg: LocalTrainConfig,
+        anchor: State | None = None,
+    ):
+        config = ConfigRecord(
+            {**asdict(cfg), "round": round_, "seed": self.job.setup.federation.seed}
+        )
+        config = ConfigRecord({k: v for k, v in config.items() if v is not None})
+        # the warm start the clients are pulled toward (its anchored parts only)
+        extra = {} if anchor is None else {"anchor": state_record(anchored(anchor))}
+        contents = {
+            c: RecordDict(
+                {
+                    "global": state_record(s),
+                    "scaler": scaler_record(self.scalers[c]),
+                    "config": config,
+                    **extra,
+                }
+            )
+            for c, s in jobs.items()
+        }
+        replies, failures = self._exchange("train", contents, round_)
+        self.silent = set(failures)  # not asked to evaluate this round (they would time out again)
+        updates = []
+        for c in sorted(replies):
+            m = replies[c].content.metric_records["metrics"]
+            metrics = {k: float(v) for k, v in m.items() if k not in ("num-examples", "client-id")}
+            updates.append(
+                ClientUpdate(
+                    c,
+                    record_state(replies[c].content.array_records["arrays"]),
+                    int(m["num-examples"]),
+                    metrics,
+                )
+            )
+        return updates, failures
+
+    def evaluate(self, states: dict[int, State]) -> dict[int, float]:
+        contents = {
+            c: RecordDict({"global": state_record(s), "scaler": scaler_record(self.scalers[c])})
+            for c, s in states.items()
+            if c not in self.silent
+        }
+        replies, failures = self._exchange("evaluate", contents, 0)
+        for c, why in failures.items():
+            logger.error("evaluation: client %d did not answer: %s", c, why)
+        return {
+            c: float(r.content.metric_records["metrics"]["val_mse"]) for c, r in replies.items()
+        }
+
+    def pls_query(self, op: str, arrays: dict[str, np.ndarray] | None = None) -> dict[int, dict]:
+        """Ask every client for one PLS aggregate; all must answer (a warm start needs them)."""
+        contents = {
+            c: RecordDict(
+                {
+                    "pls": ConfigRecord({"op": op}),
+                    "scaler": scaler_record(self.scalers[c]),
+                    **({"query": arrays_record(arrays)} if arrays else {}),
+                }
+            )
+            for c in self.client_ids()
+        }
+        replies, failures = self._exchange("query", contents, 0)
+        if failures:
+            raise RuntimeError(f"federated PLS warm start: clients did not answer: {failures}")
+        return {
+            c: {k: v.numpy() for k, v in replies[c].content.array_records["pls"].items()}
+            for c in sorted(replies)
+        }
+
+    def data_digest(self) -> str:
+        """A digest of the clients' summed statistics (a checkpoint of other data is never
+        resumed); the server sees no rows to hash."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for c in sorted(self.stats):
+            st = self.stats[c]
+            h.update(repr((c, st.y_n, st.y_s1, st.y_s2, sorted(st.n.items()))).encode())
+            for m in sorted(st.s1):
+                h.update(np.asarray(st.s1[m]).tobytes() + np.asarray(st.s2[m]).tobytes())
+        return h.hexdigest()[:16]
+
+    def client_side_state(self) -> dict:
+        return {}  # kept by each SuperNode in its context.state
+
+    def restore_client_side_state(self, state: dict) -> None:
+        return None
+
+
+class FlowerOracle:
+    """:class:`fdrmfl_pipeline.core.warmstart.AggregateOracle` over the SuperNodes (sums in client order)."""
+
+    def __init__(self, runner: FlowerRunner):
+        self.runner = runner
+
+    def n_train(self) -> int:
+        return sum(self.runner.n_train(c) for c in self.runner.client_ids())
+
+    def _sum(self, op: str, arrays=None) -> np.ndarray:
+        answers = self.runner.pls_query(op, arrays)
+        total = None
+        for c in sorted(answers):
+            v = answers[c]["v"]
+            total = v.copy() if total is None else total + v
+        return total
+
+    def cross(self) -> np.ndarray:
+        return self._sum("cross")
+
+    def gram_times(self, r: np.ndarray) -> np.ndarray:
+        return self._sum("gram", {"r": np.asarray(r, np.float64)})
+
+    def val_sse(self, coefs: np.ndarray) -> list[tuple[np.ndarray, int]]:
+        answers = self.runner.pls_query("val", {"coefs": np.asarray(coefs, np.float64)})
+        return [(answers[c]["v"], int(answers[c]["n"][0])) for c in sorted(answers)]
+
+
+def run_server(grid: Grid, job: FlowerJob) -> tuple[TrainingResult, dict[int, Scaler]]:
+    runner = FlowerRunner(grid, job)
+    runner.connect()
+    ck = Path(job.checkpoint_path) if job.checkpoint_path else None
+    init = None
+    setup = job.setup
+    if setup.warm_start.kind != "none":
+        from fdrmfl_pipeline.core.warmstart import warm_start_state
+
+        init = warm_start_state(
+            setup.model, FlowerOracle(runner), setup.federation.seed, setup.warm_start
+        )
+    result = run_rounds(
+        setup.model, runner, setup.local, setup.federation, checkpoint_path=ck, init_state=init
+    )
+    return result, runner.scalers
+
+
+RESULT_TENSORS = "result.pt"  # the global weights only: torch.load(weights_only=True)
+RESULT_JSON = "result.json"  # history, scalers, rounds: plain JSON
+
+
+def save_result(result: TrainingResult, scalers: dict[int, Scaler], job: FlowerJob) -> Path:
+    """Write the outcome without pickles: the weights as tensors, the rest as JSON; each file
+    renamed into place, the JSON last (its presence means the run finished)."""
+    import json
+
+    out = Path(job.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f"{RESULT_TENSORS}.tmp"
+    torch.save({k: v.detach().cpu() for k, v in result.global_state.items()}, tmp)
+    os.replace(tmp, out / RESULT_TENSORS)
+    meta = {
+        "history": result.history,
+        "scalers": {str(c): s.to_dict() for c, s in scalers.items()},
+        "best_round": result.best_round,
+        "rounds_run": result.rounds_run,
+    }
+    tmp = out / f"{RESULT_JSON}.tmp"
+    tmp.write_text(json.dumps(meta, default=_jsonable))
+    os.replace(tmp, out / RESULT_JSON)
+    return out / RESULT_JSON
+
+
+def _jsonable(v):
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    raise TypeError(f"cannot write {type(v).__name__} to the result JSON")
+
+
+def load_result(out_dir: Path) -> tuple[dict, State]:
+    """The JSON part and the weights of a finished run (weights-only load: no code runs)."""
+    import json
+
+    meta = json.loads((Path(out_dir) / RESULT_JSON).read_text())
+    state = torch.load(Path(out_dir) / RESULT_TENSORS, weights_only=True)
+    return meta, state
+
+
+def make_server_app(job: FlowerJob | None = None, on_result=None) -> ServerApp:
+    """A ServerApp; in simulation ``on_result(result, scalers)`` receives the outcome in-process,
+    in deployment the result is written to ``<job.output_dir>`` (:func:`save_result`)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        j = _job_from(context, job)
+        result, scalers = run_server(grid, j)
+        save_result(result, scalers, j)
+        if on_result is not None:
+            on_result(result, scalers)
+
+    return app
