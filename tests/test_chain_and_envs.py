@@ -54,7 +54,7 @@ def test_experiment_runs_end_to_end_quick(tmp_path, exp):
     assert {"fdrmfl", "pca90", "pls", "mean"} <= set(test["method"])
     assert test["mse"].notna().all()
     assert sorted(test["client"].unique()) == [0, 1, 2]
-    assert (project / "data/08_reporting/report.html").exists()
+    assert latest(project, "data/08_reporting/report.html").exists()
 
 
 def test_default_chain_report_and_notebook(tmp_path):
@@ -63,9 +63,14 @@ def test_default_chain_report_and_notebook(tmp_path):
 
     project = make_project(tmp_path / "p")
     run_session(project, None, QUICK, env=None)
-    report = (project / "data/08_reporting/report.html").read_text()
-    assert report.count("data:image/png;base64,") == 4
+    report = latest(project, "data/08_reporting/report.html").read_text()
+    assert report.count("data:image/png;base64,") == 5  # the client-targets figure included
     assert "class='best'" in report and "Parameters" in report
+    # the verdict: the model against the best baseline and the mean predictor, R² beside MSE
+    assert "<p class='verdict'><b>fdrmfl + " in report and "the train-mean predictor" in report
+    assert (
+        "R² " in report and "simulation f1" in report and "not a model trained on pooled" in report
+    )
     for fig in ("loss_curves", "pred_vs_actual", "metric_bars", "z_projection", "client_targets"):
         assert (project / f"data/08_reporting/{fig}.png").stat().st_size > 5000
     preds = pd.read_parquet(latest(project, "data/07_model_output/predictions.parquet"))

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from fdrmfl_pipeline.core.partition import PartitionOptions
+from fdrmfl_pipeline.core.partition import SCHEMES, PartitionOptions
 
 
 class _Strict(BaseModel):
@@ -133,15 +133,7 @@ class MissingModalityParams(_Strict):
 
 
 class PartitioningParams(_Strict):
-    scheme: Literal[
-        "paper",
-        "iid",
-        "dirichlet",
-        "target_shift",
-        "quantity_skew",
-        "covariate_shift",
-        "missing_modality",
-    ] = "paper"
+    scheme: Literal[SCHEMES] = "paper"  # type: ignore[valid-type]
     n_clients: int = Field(3, ge=1)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     use_predefined_split: bool = True

@@ -19,7 +19,8 @@ DEFAULT_CHAIN = (
 
 def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines; ``__default__`` is the whole chain."""
-    pipelines = find_pipelines(raise_errors=True)
+    # every node tagged with its stage: kedro-viz's sidebar and `kedro run --tags` group by it
+    pipelines = {name: p.tag(name) for name, p in find_pipelines(raise_errors=True).items()}
     pipelines["__default__"] = sum(
         (pipelines[name] for name in DEFAULT_CHAIN if name in pipelines), Pipeline([])
     )

@@ -4,12 +4,12 @@ import warnings
 
 from kedro.config import OmegaConfigLoader
 
-from fdrmfl_pipeline.hooks import ParameterCheckHooks
+from fdrmfl_pipeline.hooks import ParameterCheckHooks, ReportPathHooks
 
 # OmegaConf's deprecation notice about Kedro's own resolver registration: not the user's business
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated")
 
-HOOKS = (ParameterCheckHooks(),)
+HOOKS = (ParameterCheckHooks(), ReportPathHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

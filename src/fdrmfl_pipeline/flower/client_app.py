@@ -45,12 +45,6 @@ from fdrmfl_pipeline.flower.records import (
 )
 
 
-def _job_from(context: Context, job: FlowerJob | None) -> FlowerJob:
-    if job is not None:
-        return job
-    return FlowerJob.load(context.run_config["job"])
-
-
 def _client_raw(context: Context, job: FlowerJob) -> RawClient:
     """The client's own rows: its file from the node config, or ``clients_dir`` by partition id."""
     import pyarrow.parquet as pq
@@ -107,7 +101,7 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
 
     @app.query()
     def describe(msg: Message, context: Context) -> Message:
-        j = _job_from(context, job)
+        j = FlowerJob.from_context(context, job)
         raw = _client_raw(context, j)
         if "pls" in msg.content.config_records:
             return Message(_pls_answer(raw, j, msg.content), reply_to=msg)
@@ -124,7 +118,7 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        j = _job_from(context, job)
+        j = FlowerJob.from_context(context, job)
         raw = _client_raw(context, j)
         cfg_rec = msg.content.config_records["config"]
         round_ = int(cfg_rec["round"])
@@ -163,7 +157,7 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        j = _job_from(context, job)
+        j = FlowerJob.from_context(context, job)
         raw = _client_raw(context, j)
         sc = record_scaler(msg.content.array_records["scaler"])
         data = scale_client(raw, sc, j.setup.modalities)

@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -229,9 +230,11 @@ def federate_local(
         result_path = run_dir / RESULT_JSON
         deadline = time.monotonic() + timeout
         killed = False
+        progress = _Progress(run_dir / "flwr-run.log", training.federation.rounds)
         while not result_path.exists():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no result after {timeout:.0f}s; logs in {run_dir}")
+            progress.relay()
             done = _rounds_done(run_dir)
             if kill_client and not killed and done is not None:
                 if done >= kill_client[1]:
@@ -255,6 +258,7 @@ def federate_local(
         left = procs.alive()
         if left:
             logger.error("processes still alive after cleanup: %s", left)
+    progress.relay()
     res, global_state = load_result(run_dir)
     scalers = {int(c): Scaler.from_dict(d) for c, d in res["scalers"].items()}
     meta = {
@@ -276,6 +280,35 @@ def federate_local(
     (run_dir / "summary.json").write_text(json.dumps(meta, indent=2))
     logger.info("Flower deployment finished: %s", run_dir)
     return run_dir
+
+
+class _Progress:
+    """Relays the ServerApp's progress (warm start, rounds, clients that did not answer) from
+    the streamed ``flwr run`` log to this console, with an ETA from the rounds so far."""
+
+    KEYS = ("warm start", "round ", "did not answer", "Early stopping")
+
+    def __init__(self, log: Path, rounds: int):
+        self.log, self.rounds, self.offset, self.t0 = log, rounds, 0, time.monotonic()
+
+    def relay(self) -> None:
+        try:
+            with self.log.open("r", errors="replace") as f:
+                f.seek(self.offset)
+                text = f.read()
+                self.offset = f.tell()
+        except OSError:
+            return
+        for line in text.splitlines():
+            if not any(k in line for k in self.KEYS):
+                continue
+            msg = line.strip()
+            m = re.search(r"round (\d+)/(\d+)", msg)
+            if m and int(m.group(1)) > 0:
+                done, total = int(m.group(1)), int(m.group(2))
+                eta = (time.monotonic() - self.t0) / done * (total - done)
+                msg += f" [ETA {eta:.0f}s]"
+            logger.info("server: %s", msg[-300:])
 
 
 def _rounds_done(run_dir: Path) -> int | None:

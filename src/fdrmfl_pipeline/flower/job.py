@@ -38,3 +38,8 @@ class FlowerJob:
     @classmethod
     def load(cls, path: str | Path) -> FlowerJob:
         return cls(**json.loads(Path(path).read_text()))
+
+    @classmethod
+    def from_context(cls, context, job: FlowerJob | None = None) -> FlowerJob:
+        """The job given in simulation, else the file named by the run config's ``job``."""
+        return job if job is not None else cls.load(context.run_config["job"])

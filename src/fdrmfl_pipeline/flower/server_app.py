@@ -35,12 +35,6 @@ from fdrmfl_pipeline.flower.records import (
 logger = logging.getLogger(__name__)
 
 
-def _job_from(context: Context, job: FlowerJob | None) -> FlowerJob:
-    if job is not None:
-        return job
-    return FlowerJob.load(context.run_config["job"])
-
-
 class FlowerRunner:
     """:class:`fdrmfl_pipeline.core.engine.ClientRunner` over a Flower Grid."""
 
@@ -307,6 +301,20 @@ def load_result(out_dir: Path) -> tuple[dict, State]:
     return meta, state
 
 
+def _log_progress() -> None:
+    """The engine's round lines reach the run's log stream (``flwr run --stream``), which the
+    deployment launcher relays to its console; nothing is added where logging is configured."""
+    import sys
+
+    project = logging.getLogger("fdrmfl_pipeline")
+    if not project.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        project.addHandler(handler)
+    if project.level == logging.NOTSET or project.level > logging.INFO:
+        project.setLevel(logging.INFO)
+
+
 def make_server_app(job: FlowerJob | None = None, on_result=None) -> ServerApp:
     """A ServerApp; in simulation ``on_result(result, scalers)`` receives the outcome in-process,
     in deployment the result is written to ``<job.output_dir>`` (:func:`save_result`)."""
@@ -314,7 +322,8 @@ def make_server_app(job: FlowerJob | None = None, on_result=None) -> ServerApp:
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        j = _job_from(context, job)
+        _log_progress()
+        j = FlowerJob.from_context(context, job)
         result, scalers = run_server(grid, j)
         save_result(result, scalers, j)
         if on_result is not None:

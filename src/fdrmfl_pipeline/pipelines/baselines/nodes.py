@@ -72,6 +72,7 @@ def baseline_predictions(
     # per-client standardisation fitted on that client's train split only
     clients, _ = build_clients(data, client_assignments, names, "local", seed)
     out = []
+    total, done, t_start = len(clients) * len(params.extractors), 0, time.perf_counter()
     for c, cd in clients.items():
         mods = [m for m, ok in zip(names, cd.available, strict=True) if ok]
         splits = {s: (cd.splits[s].x, cd.splits[s].y_raw) for s in ("train", "val", "test")}
@@ -97,12 +98,17 @@ def baseline_predictions(
                     frame, cols, name, regs, seed, refit_on_val=params.refit_on_val
                 )
             )
+            done += 1
+            elapsed = time.perf_counter() - t_start
             logger.info(
-                "baseline %s on client %d: %d features, %.1fs",
+                "baseline %d/%d: %s on client %d, %d features, %.1fs (ETA %.0fs)",
+                done,
+                total,
                 name,
                 c,
                 len(cols),
                 time.perf_counter() - t0,
+                elapsed / done * (total - done),
             )
         if params.include_mean:
             frame = pd.concat(

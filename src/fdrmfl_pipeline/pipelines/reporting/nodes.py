@@ -104,7 +104,8 @@ def plot_metric_bars(evaluation_metrics: pd.DataFrame, params: ReportingParams) 
         ax.bar(np.arange(len(pivot)) + j * width, pivot[method], width, label=method)
     ax.set_xticks(np.arange(len(pivot)) + 0.4 - width / 2, [f"client {c}" for c in pivot.index])
     ax.set_ylabel(f"{params.split} MSE")
-    ax.legend(fontsize=7, ncols=2)
+    # outside the axes: a legend must never hide a bar
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.suptitle("Per-client MSE by method (best regressor per method on val)")
     return fig
 
@@ -128,6 +129,76 @@ def plot_z_projection(
     axes[0].set_ylabel("PC 2 of Z")
     fig.suptitle("Fused features Z, 2-D projection")
     return fig
+
+
+# what a target is measured in, per source (the table source: the user's own column)
+UNITS = {
+    "synthetic": "units of the simulated response y",
+    "tecator": "% (w/w) of the meat sample",
+    "corn": "% of the corn kernel",
+}
+# methods that are not a federated alternative to the model: the train-mean predictor is the
+# floor, raw_pooled needs all clients' raw data in one place
+NOT_BASELINES = {"mean", "raw_pooled"}
+
+
+def dataset_label(parameters: dict) -> tuple[str, str]:
+    """(data set and target, the target's unit) from the run's ingestion parameters."""
+    ing = parameters.get("ingestion")
+    ing = ing.model_dump() if hasattr(ing, "model_dump") else dict(ing or {})
+    source = ing.get("source", "")
+    if source == "synthetic":
+        return f"simulation {ing['synthetic']['function']}", UNITS["synthetic"]
+    if source in ("tecator", "corn"):
+        return f"{source} {ing[source]['target']}", UNITS[source]
+    return (
+        f"your table, target '{ing.get('table', {}).get('target', '')}'",
+        "the target column's units",
+    )
+
+
+def verdict(evaluation_metrics: pd.DataFrame, model_method: str, split: str) -> str:
+    """One sentence: the model (its regressor chosen on val) against the best baseline (chosen
+    on val) and the train-mean predictor, on ``split``, pooled over every client's rows."""
+    best = best_regressors(evaluation_metrics).set_index("method")["regressor"]
+    pooled = evaluation_metrics[
+        (evaluation_metrics["scope"] == "pooled") & (evaluation_metrics["split"] == split)
+    ]
+
+    def row(method: str) -> pd.Series | None:
+        if method not in best.index:
+            return None
+        r = pooled[(pooled["method"] == method) & (pooled["regressor"] == best[method])]
+        return None if r.empty else r.iloc[0]
+
+    ours = row(model_method)
+    if ours is None:
+        return f"No {split} metrics for {model_method}."
+    val = evaluation_metrics[
+        (evaluation_metrics["scope"] == "pooled") & (evaluation_metrics["split"] == "val")
+    ]
+    rivals = [m for m in best.index if m != model_method and m not in NOT_BASELINES]
+    text = (
+        f"{model_method} + {ours['regressor']}: {split} MSE {ours['mse']:.4g} "
+        f"(RMSE {ours['rmse']:.4g}, R² {ours['r2']:.3f})"
+    )
+    if rivals:
+        v = val[val.apply(lambda r: best.get(r["method"]) == r["regressor"], axis=1)]
+        v = v[v["method"].isin(rivals)]
+        if not v.empty:
+            rival = v.sort_values("mse")["method"].iloc[0]
+            b = row(rival)
+            if b is not None:
+                change = 100.0 * (ours["mse"] - b["mse"]) / b["mse"]
+                text += (
+                    f"; the best baseline on validation, {rival} + {b['regressor']}: MSE "
+                    f"{b['mse']:.4g} (R² {b['r2']:.3f}), so {abs(change):.1f} % "
+                    f"{'lower' if change < 0 else 'higher'} for {model_method}"
+                )
+    mean = row("mean")
+    if mean is not None:
+        text += f"; the train-mean predictor: MSE {mean['mse']:.4g}"
+    return text + "."
 
 
 def _png(fig: Any) -> str:
@@ -157,13 +228,21 @@ def build_report(
     training_history: pd.DataFrame,
     predictions: pd.DataFrame,
     extracted_features: pd.DataFrame,
+    client_assignments: pd.DataFrame,
+    multimodal_dataset: Any,
     parameters: dict,
     params: ReportingParams,
 ) -> str:
-    """One self-contained HTML page (figures embedded as PNG) summarising the run."""
+    """One self-contained HTML page (figures embedded as PNG) summarising the run: a verdict
+    first, then the table and the figures."""
     import yaml
 
+    from fdrmfl_pipeline.pipelines.partitioning.nodes import plot_client_targets
+
     figures = {
+        "Clients' targets (the partition)": plot_client_targets(
+            client_assignments, multimodal_dataset
+        ),
         "Training history (loss terms and validation MSE per round)": plot_loss_curves(
             training_history
         ),
@@ -175,14 +254,21 @@ def build_report(
     table = metrics_table(evaluation_metrics, params.split)
     best = best_regressors(evaluation_metrics)
     plain = {k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in parameters.items()}
+    data_name, unit = dataset_label(parameters)
+    model_method = str(predictions["method"].iloc[0]) if len(predictions) else ""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(params.title)}</title><style>body{{font-family:sans-serif;margin:2em;}}"
         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;"
         "text-align:right}td.best{font-weight:bold;background:#dfd}pre{background:#f6f6f6;padding:1em;"
         "font-size:12px;max-height:30em;overflow:auto}img{max-width:100%}</style></head><body>",
-        f"<h1>{html.escape(params.title)}</h1><p>experiment <b>{html.escape(str(exp))}</b>; MSE in the "
-        f"target's original units on the <b>{params.split}</b> split; best per column in bold.</p>",
+        f"<h1>{html.escape(params.title)}</h1>",
+        f"<p class='verdict'><b>{html.escape(verdict(evaluation_metrics, model_method, params.split))}</b></p>",
+        f"<p>Data: <b>{html.escape(data_name)}</b>, target in {html.escape(unit)}; experiment "
+        f"<b>{html.escape(str(exp))}</b>. MSE in the target's units (squared) on the "
+        f"<b>{params.split}</b> split; best per column in bold. <i>pooled</i>: the metric over "
+        "every client's test rows together (each client's model or features, no pooled "
+        "training), not a model trained on pooled data.</p>",
         _table_html(table),
         "<p>Best regressor per method (chosen on the validation split): "
         + ", ".join(

@@ -40,6 +40,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "training_history": "training_history",
                     "predictions": "predictions",
                     "extracted_features": "extracted_features",
+                    "client_assignments": "client_assignments",
+                    "multimodal_dataset": "multimodal_dataset",
                     "parameters": "parameters",
                     "params": "params:reporting",
                 },
