@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: run test lint format viz prune clean-venv tune tune-workers train-best federate-local bench
+.PHONY: run test test-unit lint format viz prune clean-venv tune tune-workers train-best federate-local bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,13 +20,17 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed-base
 	$(PIP) install -e ".[dev,flower]"
 	@touch $@
 
-## make run: the main job on the embedded default (kedro run). Extra args: make run ARGS="--env paper_sim_f1"
+## make run: the main job on the embedded default (kedro run). Extra args: make run ARGS="--env paper_sim"
 run: $(VENV)/.installed-base
 	$(BIN)/kedro run $(ARGS)
 
-## make test: the whole test suite. Extra args: make test PYTEST_ARGS="-k partition"
+## make test: the whole test suite (tests/unit, then tests/e2e). Extra args: make test PYTEST_ARGS="-k partition"
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make test-unit: the fast unit tests only (no Kedro session, no Flower run)
+test-unit: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
@@ -36,11 +40,11 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## make tune: one Optuna job (ARGS="--config run_configs/tune_paper_sim_f1.yml" for a named job)
+## make tune: one Optuna study (an experiment's own study: .venv/bin/python experiments/run.py <experiment> --tune)
 tune: $(VENV)/.installed-base
 	$(BIN)/kedro run --pipelines ingestion,partitioning,tuning $(ARGS)
 
-## make tune-workers N=2 [PARAMS="tuning.n_trials=40"] [ARGS="--env paper_sim_f1"]: prepare the data
+## make tune-workers N=2 [PARAMS="tuning.n_trials=40"] [ARGS="--env paper_sim"]: prepare the data
 ## once, then N worker processes on one study (journal storage unless PARAMS names another)
 comma := ,
 tune-workers: $(VENV)/.installed-base
@@ -54,7 +58,7 @@ tune-workers: $(VENV)/.installed-base
 train-best: $(VENV)/.installed-base
 	$(BIN)/kedro run --params "$$($(BIN)/python -m fdrmfl_pipeline.best_params)" $(ARGS)
 
-## make federate-local CLIENTS=3 [PARAMS="training.rounds=3"] [ENV=paper_sim_f1]: a real Flower
+## make federate-local CLIENTS=3 [PARAMS="training.federation.rounds=3"] [ENV=paper_sim]: a real Flower
 ## SuperLink and one SuperNode per client on 127.0.0.1, then `flwr run`; the result lands in the catalog
 $(VENV)/.installed-flower: pyproject.toml $(VENV)/.installed-base
 	$(PIP) install -e ".[flower]"

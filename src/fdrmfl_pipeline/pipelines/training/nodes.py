@@ -31,34 +31,14 @@ def train_model(
     checkpoint_dir: Path,
 ) -> tuple[dict, pd.DataFrame]:
     """Run federated training with the chosen strategy; return the model bundle and history."""
+    from fdrmfl_pipeline import engines
     from fdrmfl_pipeline.core.bundle import make_bundle
-    from fdrmfl_pipeline.core.engine import run_federated
 
-    setup, data = training_setup(multimodal_dataset, params, seed)
+    setup, _ = training_setup(multimodal_dataset, params, seed)
     setup.setup_torch()
-    checkpoint = Path(checkpoint_dir) / f"{params.strategy}.pt"
-    if params.engine == "flower-simulation":
-        from fdrmfl_pipeline.flower.simulation import simulate_training
-
-        result, scalers = simulate_training(
-            multimodal_dataset,
-            client_assignments,
-            setup,
-            Path(checkpoint_dir) / "flower_staging",
-            checkpoint,
-        )
-    else:
-        clients, scalers = setup.clients(data, client_assignments, seed)
-        result = run_federated(
-            setup.model,
-            clients,
-            scalers,
-            setup.local,
-            setup.federation,
-            checkpoint_path=checkpoint,
-            resume=params.resume,
-            init_state=setup.initial_state(clients, seed),
-        )
+    result, scalers = engines.train(
+        setup, multimodal_dataset, client_assignments, seed, Path(checkpoint_dir)
+    )
     meta = {
         "engine": params.engine,
         "strategy": params.strategy,

@@ -15,7 +15,7 @@ from fdrmfl_pipeline.datasets import ArrowParquetDataset, LazyTableDataset
 from fdrmfl_pipeline.params import IngestionParams
 from fdrmfl_pipeline.pipelines.ingestion.nodes import build_multimodal_dataset
 
-from .conftest import TECATOR_CSV
+from ..conftest import TECATOR_CSV
 
 
 def _roundtrip(data: modalities.MultimodalData, tmp_path) -> modalities.MultimodalData:

@@ -20,7 +20,7 @@ from fdrmfl_pipeline.core.modalities import to_arrow
 from fdrmfl_pipeline.params import TrainingParams, TuningParams
 from fdrmfl_pipeline.pipelines.tuning import nodes as tuning_nodes
 
-from .tiny import tiny_clients
+from ..tiny import tiny_clients
 
 LR, MI, DIM = "optimizer.lr", "loss.lambda_mi", "model.latent_dim"
 SPACE = {
@@ -69,7 +69,7 @@ def test_malformed_search_space_fails_before_any_trial(tmp_path):
     from kedro.framework.startup import bootstrap_project
     from kedro.validation import ParameterValidationError
 
-    from .conftest import make_project
+    from ..conftest import make_project
 
     project = make_project(tmp_path / "p")
     bootstrap_project(project)

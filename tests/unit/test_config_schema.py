@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from fdrmfl_pipeline.params import ProjectParams, check_parameters, unknown_keys
 
-from .conftest import PROJECT_ROOT
+from ..conftest import PROJECT_ROOT
 
 # research knobs that serve one experiment: in the schema (off) but not in the documented base
 EXPERIMENTAL = {"training.experimental", "regression.experimental"}

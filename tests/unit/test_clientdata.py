@@ -8,7 +8,7 @@ import pytest
 from fdrmfl_pipeline.core.clientdata import build_clients, federated_scaler, train_stats
 from fdrmfl_pipeline.errors import ConfigError
 
-from .tiny import tiny_clients
+from ..tiny import tiny_clients
 
 
 def _pooled_train(data, assign):

@@ -10,7 +10,7 @@ from fdrmfl_pipeline.core.bundle import load_model
 from fdrmfl_pipeline.datasets import TorchModelDataset
 from fdrmfl_pipeline.errors import ConfigError
 
-from .conftest import latest, make_project, run_session
+from ..conftest import latest, make_project, run_session
 
 TRAIN_CHAIN = ("ingestion", "partitioning", "training")
 SMALL = {

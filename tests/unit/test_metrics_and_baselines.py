@@ -12,7 +12,7 @@ from fdrmfl_pipeline.params import BaselinesParams, EvaluationParams, TrainingPa
 from fdrmfl_pipeline.pipelines.baselines.nodes import baseline_predictions
 from fdrmfl_pipeline.pipelines.evaluation.nodes import POOLED, compute_metrics
 
-from .tiny import tiny_clients
+from ..tiny import tiny_clients
 
 
 def test_regression_metrics_by_hand():

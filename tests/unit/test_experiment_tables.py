@@ -6,7 +6,7 @@ import sys
 
 import pandas as pd
 
-from .conftest import PROJECT_ROOT
+from ..conftest import PROJECT_ROOT
 
 sys.path.insert(0, str(PROJECT_ROOT / "experiments"))
 import registry  # noqa: E402

@@ -18,7 +18,7 @@ from fdrmfl_pipeline.core.model import build_model, warm_start_linear
 from fdrmfl_pipeline.core.warmstart import WarmStartConfig, design
 from fdrmfl_pipeline.core.warmstart.pls import federated_pls
 
-from .tiny import tiny_clients
+from ..tiny import tiny_clients
 
 CFG_ANCHOR = LocalTrainConfig(
     local_epochs=2, batch_size=16, lr=1e-2, lambda_mi=0.1, lambda_kl=0.01, lambda_con=0.1

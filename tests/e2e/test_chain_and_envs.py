@@ -10,7 +10,7 @@ import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
-from .conftest import PROJECT_ROOT, SHARED_CORN, latest, make_project, run_session
+from ..conftest import PROJECT_ROOT, SHARED_CORN, latest, make_project, run_session
 
 sys.path.insert(0, str(PROJECT_ROOT / "experiments"))
 import registry  # noqa: E402

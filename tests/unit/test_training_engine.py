@@ -12,7 +12,7 @@ from fdrmfl_pipeline.core.client import ClientUpdate, LocalTrainConfig, model_fr
 from fdrmfl_pipeline.core.engine import STRATEGIES, FederationConfig, run_federated
 from fdrmfl_pipeline.core.model import build_model
 
-from .tiny import tiny_clients
+from ..tiny import tiny_clients
 
 CFG = LocalTrainConfig(
     local_epochs=1, batch_size=16, lambda_mi=0.1, lambda_kl=0.01, lambda_con=0.1, prox_mu=0.01
@@ -292,4 +292,40 @@ def test_too_few_clients_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path
             FederationConfig(rounds=4, seed=0, min_clients=2),
             checkpoint_path=ck,
         )
-    assert torch.load(ck, weights_only=False)["round"] == 2
+    assert int(torch.load(ck, weights_only=True)["round"]) == 2
+
+
+def test_resume_ignores_a_checkpoint_of_other_data(tmp_path, caplog):
+    """Same sizes and settings, other rows: the checkpoint is keyed on a digest of the clients'
+    data, so it is not resumed (it used to be: 0 rounds run, the old model returned)."""
+    _, _, clients, scalers, config = tiny_clients(seed=0)
+    fed = FederationConfig(strategy="fedavg", rounds=2, seed=0)
+    ck = tmp_path / "ck.pt"
+    first = run_federated(config, clients, scalers, CFG, fed, checkpoint_path=ck)
+    _, _, other, other_scalers, _ = tiny_clients(seed=1)
+    assert [c.train.n for c in other.values()] == [c.train.n for c in clients.values()]
+    with caplog.at_level("WARNING"):
+        res = run_federated(config, other, other_scalers, CFG, fed, checkpoint_path=ck, resume=True)
+    assert "other data" in caplog.text
+    assert sorted({r["round"] for r in res.history}) == [1, 2]  # trained afresh
+    assert any(
+        not torch.equal(first.global_state[k], res.global_state[k]) for k in res.global_state
+    )
+
+
+def test_a_torn_checkpoint_is_not_resumed(tmp_path, caplog):
+    """The weights and the JSON sidecar carry the round; a pair that disagrees is ignored."""
+    import json
+
+    _, _, clients, scalers, config = tiny_clients()
+    fed = FederationConfig(strategy="fedavg", rounds=2, seed=0)
+    ck = tmp_path / "ck.pt"
+    run_federated(config, clients, scalers, CFG, fed, checkpoint_path=ck)
+    side = ck.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    meta["round"] = 1
+    side.write_text(json.dumps(meta))
+    with caplog.at_level("WARNING"):
+        res = run_federated(config, clients, scalers, CFG, fed, checkpoint_path=ck, resume=True)
+    assert "disagree on the round" in caplog.text
+    assert sorted({r["round"] for r in res.history}) == [1, 2]

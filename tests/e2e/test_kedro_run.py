@@ -13,7 +13,7 @@ import pytest
 
 from fdrmfl_pipeline.core.modalities import from_arrow
 
-from .conftest import latest, make_project, run_session
+from ..conftest import latest, make_project, run_session
 
 
 def _run(project: Path, pipelines=("ingestion", "partitioning"), params=None, env=None):

@@ -23,7 +23,7 @@ from fdrmfl_pipeline.errors import (
 )
 from fdrmfl_pipeline.params import IngestionParams
 
-from .conftest import TECATOR_CSV
+from ..conftest import TECATOR_CSV
 
 
 def _df(n: int = 6) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import torch
 pytest.importorskip("flwr", reason="the flower extra is not installed (pip install -e '.[flower]')")
 
 
-from .conftest import make_project, run_session  # noqa: E402
+from ..conftest import make_project, run_session  # noqa: E402
 
 pytestmark = pytest.mark.flower
 
@@ -101,7 +101,7 @@ def test_simulated_client_failure_is_logged_and_the_round_completes(tmp_path, mo
     from fdrmfl_pipeline.core.modalities import to_arrow
     from fdrmfl_pipeline.flower.simulation import simulate_training
 
-    from .tiny import tiny_clients
+    from ..tiny import tiny_clients
 
     data, assign, _, _, config = tiny_clients()
     monkeypatch.setenv("FDRMFL_FAIL_CLIENT", "1:2")
@@ -230,7 +230,7 @@ def test_simulated_failure_below_min_clients_stops_and_keeps_the_checkpoint(tmp_
     from fdrmfl_pipeline.core.modalities import to_arrow
     from fdrmfl_pipeline.flower.simulation import simulate_training
 
-    from .tiny import tiny_clients
+    from ..tiny import tiny_clients
 
     data, assign, _, _, config = tiny_clients()
     monkeypatch.setenv("FDRMFL_FAIL_CLIENT", "0:2")
