@@ -28,8 +28,46 @@ from kedro.io.core import (
     get_protocol_and_path,
 )
 from kedro_datasets._typing import TablePreview
+from kedro_datasets.pandas import ParquetDataset as _PandasParquetDataset
 
-from fdrmfl_pipeline.errors import InputDataError, MissingFileError
+from fdrmfl_pipeline.errors import (
+    InputDataError,
+    MissingFileError,
+    StoredArtifactError,
+    describe_load_failure,
+)
+
+
+def atomic_write(fs: fsspec.AbstractFileSystem, path: str, write) -> None:
+    """``write(file)`` into a hidden temporary file beside ``path``, then rename it into place:
+    a failed or interrupted save leaves no partial file and no temporary file, and never
+    touches an earlier version. An empty version folder left by a failure is removed."""
+    parent = str(PurePosixPath(path).parent)
+    existed = fs.exists(parent)
+    fs.makedirs(parent, exist_ok=True)
+    tmp = f"{parent}/.{PurePosixPath(path).name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with fs.open(tmp, "wb") as f:
+            write(f)
+        fs.mv(tmp, path)
+    except BaseException:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        if not existed and fs.exists(parent) and not fs.ls(parent):
+            fs.rmdir(parent)
+        raise
+
+
+def unreadable(path: str, exc: BaseException) -> StoredArtifactError:
+    """The named error for a stored version that cannot be read, with the ways out."""
+    version_dir = str(PurePosixPath(path).parent)
+    dataset_dir = str(PurePosixPath(version_dir).parent)
+    return StoredArtifactError(
+        f"cannot read {path}: {describe_load_failure(exc)}. This version may be "
+        f"truncated or was not written by this project. Load another version with "
+        f"`kedro run --load-versions <dataset>:<version>` (versions: the folders in "
+        f"{dataset_dir}), or delete {version_dir} and rerun the pipeline that writes it."
+    )
 
 
 class ArrowParquetDataset(AbstractVersionedDataset[pa.Table, pa.Table]):
@@ -57,23 +95,17 @@ class ArrowParquetDataset(AbstractVersionedDataset[pa.Table, pa.Table]):
 
     def load(self) -> pa.Table:
         path = get_filepath_str(self._get_load_path(), self._protocol)
-        with self._fs.open(path, "rb") as f:
-            return pq.read_table(f)
+        try:
+            with self._fs.open(path, "rb") as f:
+                return pq.read_table(f)
+        except (OSError, pa.ArrowException) as exc:
+            raise unreadable(path, exc) from exc
 
     def save(self, data: pa.Table) -> None:
         if not isinstance(data, pa.Table):
             raise DatasetError(f"ArrowParquetDataset saves a pyarrow.Table, got {type(data)!r}")
         path = get_filepath_str(self._get_save_path(), self._protocol)
-        parent = str(PurePosixPath(path).parent)
-        self._fs.makedirs(parent, exist_ok=True)
-        tmp = f"{parent}/.{PurePosixPath(path).name}.{uuid.uuid4().hex}.tmp"
-        try:
-            with self._fs.open(tmp, "wb") as f:
-                pq.write_table(data, f, **self._save_args)
-            self._fs.mv(tmp, path)
-        finally:
-            if self._fs.exists(tmp):
-                self._fs.rm(tmp)
+        atomic_write(self._fs, path, lambda f: pq.write_table(data, f, **self._save_args))
 
     def _exists(self) -> bool:
         try:
@@ -190,26 +222,29 @@ class TorchModelDataset(AbstractVersionedDataset[dict, dict]):
         )
 
     def load(self) -> dict:
+        import pickle
+
         import torch
 
         path = get_filepath_str(self._get_load_path(), self._protocol)
-        with self._fs.open(path, "rb") as f:
-            return torch.load(f, weights_only=True)
+        try:
+            with self._fs.open(path, "rb") as f:
+                return torch.load(f, weights_only=True)  # refuses pickled objects: no code runs
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            raise unreadable(path, exc) from exc
 
     def save(self, data: dict) -> None:
         import io
 
         import torch
 
+        from fdrmfl_pipeline.core.bundle import check_finite_bundle
+
+        check_finite_bundle(data)
         path = get_filepath_str(self._get_save_path(), self._protocol)
-        parent = str(PurePosixPath(path).parent)
-        self._fs.makedirs(parent, exist_ok=True)
         buf = io.BytesIO()
         torch.save(data, buf)
-        tmp = f"{parent}/.{PurePosixPath(path).name}.{uuid.uuid4().hex}.tmp"
-        with self._fs.open(tmp, "wb") as f:
-            f.write(buf.getvalue())
-        self._fs.mv(tmp, path)
+        atomic_write(self._fs, path, lambda f: f.write(buf.getvalue()))
 
     def _exists(self) -> bool:
         try:
@@ -219,6 +254,25 @@ class TorchModelDataset(AbstractVersionedDataset[dict, dict]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": self._filepath, "version": self._version}
+
+
+class ParquetDataset(_PandasParquetDataset):
+    """Kedro's ``pandas.ParquetDataset`` with atomic saves (:func:`atomic_write`: a failed save
+    leaves no partial "latest" version) and load errors that name the version and the fix."""
+
+    def load(self) -> pd.DataFrame:
+        try:
+            return super().load()  # Kedro wraps the parent's errors in a DatasetError
+        except DatasetError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError | ValueError | pa.ArrowException):
+                raise unreadable(str(self._get_load_path()), cause) from cause
+            raise
+
+    def save(self, data: pd.DataFrame) -> None:
+        path = get_filepath_str(self._get_save_path(), self._protocol)
+        atomic_write(self._fs, path, lambda f: data.to_parquet(f, **self._save_args))
+        self._invalidate_cache()
 
 
 class DirectoryDataset(AbstractDataset[None, "Path"]):

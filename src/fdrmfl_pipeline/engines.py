@@ -10,6 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def require_flower(what: str) -> None:
+    """A named error instead of a bare ModuleNotFoundError when the flower extra is missing."""
+    import importlib.util
+
+    from fdrmfl_pipeline.errors import MissingExtraError
+
+    for module in ("flwr", "ray"):
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtraError(
+                f"{what} needs the flower extra ('{module}' is not installed): "
+                "pip install -e '.[flower]' (make test installs it)"
+            )
+
+
 def train(setup, table, assignments, seed: int, checkpoint_dir: Path):
     """Run ``setup`` on its engine; returns the training result and the clients' scalers."""
     from fdrmfl_pipeline.core.engine import run_federated
@@ -17,6 +31,7 @@ def train(setup, table, assignments, seed: int, checkpoint_dir: Path):
 
     checkpoint = Path(checkpoint_dir) / f"{setup.strategy}.pt"
     if setup.engine == "flower-simulation":
+        require_flower("training.engine=flower-simulation")
         from fdrmfl_pipeline.flower.simulation import simulate_training
 
         return simulate_training(

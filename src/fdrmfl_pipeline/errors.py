@@ -49,3 +49,38 @@ class PartitionError(FdrmflError):
 
 class ConfigError(FdrmflError):
     """Parameters that are individually valid but inconsistent with the data."""
+
+
+class StoredArtifactError(FdrmflError):
+    """A stored artifact (a version of a catalog dataset) cannot be read: truncated, corrupt or
+    not in the expected safe format."""
+
+
+class CheckpointError(FdrmflError):
+    """A training checkpoint cannot be written, or is not a weights-only file."""
+
+
+class NonFiniteModelError(FdrmflError):
+    """Training produced NaN or infinite weights, features or metrics; nothing is saved."""
+
+
+class MissingExtraError(FdrmflError, ImportError):
+    """An optional dependency (a pip extra) is needed for the chosen setting."""
+
+
+class TuningError(FdrmflError):
+    """A tuning study cannot make progress (every trial fails, the storage does not answer)."""
+
+
+class UnsafePathError(FdrmflError):
+    """A path in a submitted job lies outside the folder it may use."""
+
+
+def describe_load_failure(exc: BaseException) -> str:
+    """A short reason for a failed load; a refused pickle is said as such (never with the
+    library's advice on how to load it anyway)."""
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError):
+        return "it holds pickled Python objects, which this project never loads (they can run code)"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"

@@ -32,3 +32,67 @@ class ReportPathHooks:
         reports = sorted((root / "data/08_reporting/report.html").glob("*/report.html"))
         if reports:
             logging.getLogger(__name__).info("Report: %s", reports[-1])
+
+
+class OutputFolderHooks:
+    """A read-only output folder fails the run before any node runs (it used to fail after the
+    model was saved, leaving a model version with no history or features)."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict, pipeline, catalog) -> None:
+        import os
+        from pathlib import Path
+
+        from fdrmfl_pipeline.errors import ConfigError
+
+        blocked = set()
+        for name in sorted(pipeline.all_outputs()):
+            try:
+                ds = catalog.get(name) if hasattr(catalog, "get") else catalog._get_dataset(name)
+            except Exception:  # memory datasets, factories that resolve later: nothing to check
+                continue
+            raw = getattr(ds, "_filepath", None) or getattr(ds, "_path", None)
+            if raw is None or "://" in str(raw):
+                continue
+            folder = Path(str(raw))
+            while not folder.exists() and folder != folder.parent:
+                folder = folder.parent
+            if folder.is_file():
+                folder = folder.parent
+            if not os.access(folder, os.W_OK):
+                blocked.add(str(folder))
+        if blocked:
+            raise ConfigError(
+                f"cannot write to {', '.join(sorted(blocked))}: the run's outputs go there. Make "
+                "the folder writable (or point the catalog elsewhere in conf/local/catalog.yml); "
+                "nothing was run"
+            )
+
+
+def named_error(exc: BaseException | None):
+    """The project's own error behind ``exc`` (Kedro wraps dataset errors), if any."""
+    from fdrmfl_pipeline.errors import FdrmflError
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, FdrmflError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def install_excepthook() -> None:
+    """After the usual traceback, repeat the project's named error as the last line, so the
+    one sentence that says what is wrong and how to fix it is what the user sees last."""
+    import sys
+
+    previous = sys.excepthook
+
+    def hook(exc_type, exc, tb):
+        previous(exc_type, exc, tb)
+        named = named_error(exc)
+        if named is not None:
+            sys.stderr.write(f"\nError ({type(named).__name__}): {named}\n")
+
+    sys.excepthook = hook

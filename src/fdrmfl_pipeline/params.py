@@ -476,7 +476,12 @@ class TuningParams(_Strict):
         20, ge=1, description="finished (complete or pruned) trials the study should hold"
     )
     timeout: float | None = Field(None, gt=0, description="seconds for this worker")
-    storage: str = Field("sqlite", description="sqlite | journal | a SQLAlchemy URL")
+    storage: str = Field(
+        "sqlite", description="sqlite | journal | env:<VARIABLE> holding a URL | a SQLAlchemy URL"
+    )
+    max_failures_in_a_row: int = Field(
+        10, ge=1, description="failed trials in a row (non-finite or diverged) that stop the study"
+    )
     worker_id: int = Field(0, ge=0)
     pruner: Literal["median", "none"] = "median"
     pruner_startup_trials: int = Field(3, ge=0)

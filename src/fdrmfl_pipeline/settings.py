@@ -4,12 +4,18 @@ import warnings
 
 from kedro.config import OmegaConfigLoader
 
-from fdrmfl_pipeline.hooks import ParameterCheckHooks, ReportPathHooks
+from fdrmfl_pipeline.hooks import (
+    OutputFolderHooks,
+    ParameterCheckHooks,
+    ReportPathHooks,
+    install_excepthook,
+)
 
 # OmegaConf's deprecation notice about Kedro's own resolver registration: not the user's business
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated")
 
-HOOKS = (ParameterCheckHooks(), ReportPathHooks())
+HOOKS = (ParameterCheckHooks(), OutputFolderHooks(), ReportPathHooks())
+install_excepthook()  # the named error is the last line of a failed run
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

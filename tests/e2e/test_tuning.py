@@ -220,12 +220,21 @@ def _postgres_bin() -> Path | None:
     if found:
         return Path(found).resolve().parent
     dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
-    return Path(dirs[0]) if dirs else None
+    if dirs:
+        return Path(dirs[0])
+    try:  # the dev extra's pgserver wheel ships a PostgreSQL build
+        import pgserver
+    except ImportError:
+        return None
+    bindir = Path(pgserver.__file__).parent / "pginstall" / "bin"
+    return bindir if (bindir / "initdb").exists() else None
 
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    """A throw-away PostgreSQL on 127.0.0.1 (Debian's package; .ci/run installs it)."""
+    """A throw-away PostgreSQL on 127.0.0.1: the system's (Debian's package, which .ci/run
+    installs) or the one the dev extra's pgserver wheel ships."""
+    import pwd
     import shutil
     import socket
     import tempfile
@@ -239,6 +248,10 @@ def postgres_url():
     root = Path(tempfile.mkdtemp(prefix="fdrmfl-pg-", dir="/tmp"))
     prefix: list[str] = []
     if os.geteuid() == 0:  # the server refuses to run as root
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root without a 'postgres' user to run the server as")
         shutil.chown(root, "postgres", "postgres")
         prefix = ["runuser", "-u", "postgres", "--"]
     data = root / "data"

@@ -47,3 +47,37 @@ def load_model(bundle: dict, client: int | None = None) -> tuple[FDRMFLModel, di
     model.eval()
     scalers = {int(c): Scaler.from_dict(d) for c, d in json.loads(bundle["scalers"]).items()}
     return model, scalers
+
+
+DIVERGED_FIX = (
+    "lower training.optimizer.lr, keep training.optimizer.grad_clip on, or check the clients' "
+    "data (a client with very few training rows, or inputs on wildly different scales)"
+)
+
+
+def non_finite(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or inf."""
+    return [
+        k
+        for k, v in state.items()
+        if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+
+
+def check_finite_state(state: dict[str, torch.Tensor], what: str) -> None:
+    """Refuse to pass on a model with NaN / inf weights."""
+    from fdrmfl_pipeline.errors import NonFiniteModelError
+
+    bad = non_finite(state)
+    if bad:
+        raise NonFiniteModelError(
+            f"{what} has NaN or infinite values in {len(bad)} of {len(state)} tensors "
+            f"(first: {', '.join(bad[:3])}); nothing was saved. Fix: {DIVERGED_FIX}"
+        )
+
+
+def check_finite_bundle(bundle: dict) -> None:
+    """Refuse to save a bundle whose global or per-client weights are not finite."""
+    check_finite_state(bundle["state_dict"], "the model to save")
+    for c, s in bundle.get("client_states", {}).items():
+        check_finite_state(s, f"client {c}'s model to save")

@@ -160,6 +160,9 @@ class RawClient:
     available: np.ndarray
 
 
+MIN_TRAIN_ROWS = 2  # per client: a correlation or a variance needs two rows
+
+
 def raw_client(
     data: MultimodalData, a_c: pd.DataFrame, modalities: Sequence[str], seed: int, client: int
 ) -> RawClient:
@@ -189,6 +192,14 @@ def raw_client(
             data.target[idx_all[sel]],
         )
     _, x, mask, y = splits["train"]
+    if len(y) < MIN_TRAIN_ROWS:
+        raise ConfigError(
+            f"client {client} has {len(y)} training row(s); training needs at least "
+            f"{MIN_TRAIN_ROWS} per client (one row gives a zero-variance batch and NaN weights). "
+            "Fix: fewer clients (partitioning.n_clients), a smaller partitioning.val_fraction or "
+            "test split, or a scheme that keeps every client larger (e.g. "
+            "partitioning.dirichlet.min_client_size)"
+        )
     return RawClient(client, splits, train_stats(x, mask, y, modalities), avail)
 
 

@@ -219,24 +219,50 @@ def _save_checkpoint(path: Path, tensors: dict, meta: dict) -> None:
     """Weights as a tensors-only file (loadable with ``weights_only=True``), everything else as
     JSON; both renamed into place, the JSON last, and both carry the round so a torn pair is
     detected on resume."""
+    from fdrmfl_pipeline.errors import CheckpointError
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({**tensors, "round": torch.tensor(meta["round"])}, tmp)
-    os.replace(tmp, path)
     side = path.with_suffix(".json")
-    tmp = side.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(meta, default=_jsonable))
-    os.replace(tmp, side)
+    tmps = [
+        path.with_suffix(f".{os.getpid()}.pt.tmp"),
+        side.with_suffix(f".{os.getpid()}.json.tmp"),
+    ]
+    try:
+        torch.save({**tensors, "round": torch.tensor(meta["round"])}, tmps[0])
+        os.replace(tmps[0], path)
+        tmps[1].write_text(json.dumps(meta, default=_jsonable))
+        os.replace(tmps[1], side)
+    except (OSError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"cannot write the round {meta['round']} checkpoint {path}: "
+            f"{type(exc).__name__}: {str(exc)[:200]} (disk full or a file-size limit?). The "
+            "previous checkpoint is kept; free space or move data/06_models/checkpoints, then "
+            "rerun with training.resume=true"
+        ) from exc
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
 
 
 def _load_checkpoint(path: Path) -> tuple[dict, dict] | None:
     """(tensors, meta) of a checkpoint, or None when it is missing or torn. Never unpickles:
     the tensors are loaded with ``weights_only=True``."""
+    import pickle
+
+    from fdrmfl_pipeline.errors import CheckpointError, describe_load_failure
+
     side = path.with_suffix(".json")
     if not (path.exists() and side.exists()):
         return None
-    meta = json.loads(side.read_text())
-    tensors = torch.load(path, weights_only=True)
+    try:
+        meta = json.loads(side.read_text())
+        tensors = torch.load(path, weights_only=True)  # refuses pickled objects: no code runs
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(
+            f"cannot resume from {path}: it is not a weights-only checkpoint written by this "
+            f"project ({describe_load_failure(exc)}). Nothing was loaded or run; "
+            "delete it (and its .json) or run with training.resume=false"
+        ) from exc
     if int(tensors.get("round", torch.tensor(-1))) != int(meta.get("round", -2)):
         logger.warning("Checkpoint %s and %s disagree on the round: ignored", path, side)
         return None
@@ -412,13 +438,22 @@ def _train_round(
 
 
 def _aggregate(fed: FederationConfig, updates: list[ClientUpdate], progress: _Progress) -> None:
-    """FedAvg in client order with server-side retention ('local': each keeps its own)."""
+    """FedAvg in client order with server-side retention ('local': each keeps its own); a
+    model with NaN / inf weights stops the run (:class:`NonFiniteModelError`)."""
+    from fdrmfl_pipeline.core.bundle import check_finite_state
+
     if fed.strategy == "local":
         for upd in updates:
+            check_finite_state(
+                upd.state, f"round {progress.last_round + 1}: client {upd.client_id}'s model"
+            )
             progress.client_states[upd.client_id] = upd.state
         return
     avg = aggregation.fedavg([(u.client_id, u.state, u.n_samples) for u in updates])
     progress.global_state = aggregation.retain(avg, progress.global_state, fed.retention)
+    check_finite_state(
+        progress.global_state, f"round {progress.last_round + 1}: the aggregated model"
+    )
 
 
 def _validate_round(

@@ -112,6 +112,11 @@ class MultimodalData:
         if self.target.shape != (n,):
             raise ShapeMismatchError(f"target has shape {self.target.shape}, expected ({n},)")
         _check_finite(self.target.reshape(n, 1), ids, "target", self.source)
+        if n > 1 and float(np.ptp(self.target)) == 0.0:
+            raise InputDataError(
+                f"source '{self.source}': the target is constant ({float(self.target[0])!r} in all {n} "
+                "samples); there is nothing to regress"
+            )
         for spec in self.specs:
             arr = self.arrays.get(spec.name)
             if arr is None:

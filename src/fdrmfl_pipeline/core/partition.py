@@ -302,10 +302,17 @@ def partition(
     n = len(targets)
     if opts.n_clients < 1:
         raise PartitionError(f"partitioning.n_clients must be >= 1, got {opts.n_clients}")
-    if n < opts.n_clients * 3:
-        raise PartitionError(
-            f"{n} samples cannot give {opts.n_clients} clients a train, val and test sample each; "
+    need = 3 if opts.val_fraction > 0 else 2
+    if n < opts.n_clients * need:
+        fix = (
             "lower partitioning.n_clients"
+            if opts.n_clients > 1
+            else "the data needs more rows (a single client still needs a train, "
+            + ("val and test row)" if need == 3 else "and a test row)")
+        )
+        raise PartitionError(
+            f"{n} sample(s) cannot give {opts.n_clients} client(s) "
+            f"{'a train, val and test' if need == 3 else 'a train and a test'} sample each; {fix}"
         )
     is_test = global_test_mask(
         n, predefined_split, opts.use_predefined_split, opts.test_fraction, rng, groups

@@ -163,6 +163,30 @@ class TableModality:
     shape: tuple[int, ...] | None = None
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_columns(values: np.ndarray, cols: list, ids: np.ndarray, what: str, source: str) -> None:
+    """NaN / inf, or a finite value that overflows float32 (the modalities' storage type):
+    the error names the column, the count and the first sample id."""
+    from fdrmfl_pipeline.errors import NonFiniteValueError
+
+    bad = ~np.isfinite(values)
+    kind = "NaN/inf value(s)"
+    if not bad.any():
+        bad = np.abs(values) > FLOAT32_MAX
+        kind = f"value(s) beyond float32's range (|x| > {FLOAT32_MAX:.3g}; they would become inf)"
+    if bad.any():
+        rows = bad.any(axis=1)
+        j = int(np.flatnonzero(bad.any(axis=0))[0])
+        i = int(np.flatnonzero(bad[:, j])[0])
+        raise NonFiniteValueError(
+            f"{source}: {what} holds {int(bad.sum())} {kind} in {int(rows.sum())} sample(s) "
+            f"(first sample ids: {', '.join(map(str, ids[rows][:5]))}); first in column "
+            f"'{cols[j]}' at sample '{ids[i]}' (value {values[i, j]!r}); clean or drop them"
+        )
+
+
 def build_table(
     df: pd.DataFrame,
     target: str,
@@ -185,6 +209,11 @@ def build_table(
     arrays: dict[str, np.ndarray] = {}
     specs: list[ModalitySpec] = []
     excluded = {target, id_column, split_column}
+    if id_column:
+        ids = df[id_column].astype(str).to_numpy()
+    else:
+        ids = np.array([f"row_{i}" for i in range(len(df))])
+    check_columns(y[:, None], [target], ids, "target", source)
     for mod in modalities:
         if mod.columns is not None:
             cols = list(mod.columns)
@@ -209,6 +238,7 @@ def build_table(
                 )
             claimed[c] = mod.name
         values = _numeric_block(df, cols, f"modality '{mod.name}'", source)
+        check_columns(values, cols, ids, f"modality '{mod.name}'", source)
         shape = tuple(mod.shape) if mod.shape else (len(cols),)
         spec = ModalitySpec(mod.name, mod.kind, shape)
         if spec.size != len(cols):
@@ -218,10 +248,6 @@ def build_table(
             )
         specs.append(spec)
         arrays[mod.name] = values.astype(np.float32).reshape(len(df), *shape)
-    if id_column:
-        ids = df[id_column].astype(str).to_numpy()
-    else:
-        ids = np.array([f"row_{i}" for i in range(len(df))])
     split = None
     if split_column:
         split = df[split_column].astype(str).str.strip().str.lower().to_numpy()

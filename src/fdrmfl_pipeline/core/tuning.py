@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from fdrmfl_pipeline.core import seeding
+from fdrmfl_pipeline.errors import MissingExtraError, NonFiniteModelError, TuningError
 
 logger = logging.getLogger(__name__)
 FINISHED = ("COMPLETE", "PRUNED")
@@ -65,16 +68,63 @@ def make_storage(spec: str, study_name: str, directory: Path):
         return JournalStorage(
             JournalFileBackend(str((directory / f"{study_name}.journal").resolve()))
         )
+    if spec.startswith("env:"):
+        name = spec[4:]
+        if not os.environ.get(name):
+            raise TuningError(
+                f"tuning.storage reads the database URL from the environment variable {name}, "
+                "which is not set"
+            )
+        spec = os.environ[name]
     if "://" in spec:
-        # several workers may create the schema at the same moment: retry the loser
-        for attempt in range(5):
-            try:
-                return optuna.storages.RDBStorage(spec, heartbeat_interval=10, grace_period=60)
-            except Exception:  # sqlalchemy errors (duplicate table/type) during concurrent creation
-                if attempt == 4:
-                    raise
-                time.sleep(0.5 + attempt)
-    raise ValueError(f"tuning.storage '{spec}' is not 'sqlite', 'journal' or a database URL")
+        return _database_storage(spec)
+    raise ValueError(
+        f"tuning.storage '{spec}' is not 'sqlite', 'journal', 'env:<VARIABLE>' or a database URL"
+    )
+
+
+CONNECT_TIMEOUT_S = 10  # a server that accepts TCP but never answers fails within this
+STATEMENT_TIMEOUT_MS = 120_000
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for messages and logs)."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def _database_storage(url: str):
+    import optuna
+
+    kwargs: dict = {"pool_pre_ping": True}
+    if url.startswith("postgresql"):
+        kwargs["connect_args"] = {
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        }
+    # several workers may create the schema at the same moment: retry the loser
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=kwargs, heartbeat_interval=10, grace_period=60
+            )
+        except ImportError as exc:  # Optuna re-raises the driver's ModuleNotFoundError
+            cause = exc if isinstance(exc, ModuleNotFoundError) else exc.__cause__
+            driver = getattr(cause, "name", None) or url.split("://", maxsplit=1)[0]
+            raise MissingExtraError(
+                f"the tuning storage {redact(url)} needs the database driver '{driver}': "
+                "install the postgres extra (pip install -e '.[postgres]')"
+            ) from exc
+        except Exception as exc:  # sqlalchemy errors: unreachable, or concurrent schema creation
+            text = str(exc)
+            unreachable = "timeout" in text.lower() or "could not connect" in text.lower()
+            if unreachable or attempt == 4:
+                raise TuningError(
+                    f"cannot use the tuning storage {redact(url)}: {type(exc).__name__}: "
+                    f"{redact(text)[:300]}. Check that the database is up and reachable "
+                    f"(connections time out after {CONNECT_TIMEOUT_S}s)"
+                ) from exc
+            time.sleep(0.5 + attempt)
+    raise AssertionError("unreachable")
 
 
 def make_pruner(kind: str, n_startup_trials: int, n_warmup_steps: int):
@@ -137,13 +187,17 @@ def run_study(
     pruner=None,
     single_worker: bool = True,
     start_point: dict | None = None,
+    max_failures_in_a_row: int = 10,
 ):
     """Run trials until the study holds ``n_trials`` finished trials (or ``timeout`` seconds).
 
     ``objective(trial)`` gets an Optuna trial whose parameters are already suggested (read them
     from ``trial.params``) and returns the value to minimise. ``start_point`` (e.g. the
     environment's current settings) is the first trial of a new study, so the best trial is
-    never worse on the objective than the configuration it started from.
+    never worse on the objective than the configuration it started from. A trial whose value
+    is not finite, or whose training diverges, is marked failed; ``max_failures_in_a_row`` of
+    them in a row stop the study with :class:`TuningError` quoting the first (failed trials do
+    not count toward ``n_trials``, so a search space where nothing trains would run forever).
     """
     import optuna
     from optuna.trial import TrialState
@@ -169,6 +223,19 @@ def run_study(
         study.enqueue_trial(start_point, user_attrs={"start_point": True})
     start = time.monotonic()
     counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    failures: list[str] = []  # the current run of failed trials
+
+    def failed(trial, why: str) -> None:
+        study.tell(trial, state=TrialState.FAIL)
+        logger.warning("trial #%d failed: %s", trial.number, why)
+        failures.append(f"trial #{trial.number} {trial.params}: {why}")
+        if len(failures) >= max_failures_in_a_row:
+            raise TuningError(
+                f"study '{study_name}': {len(failures)} trials in a row failed, stopping. The "
+                f"first: {failures[0]}. Check the search space (tuning.search_space) and the "
+                "training settings"
+            )
+
     while timeout is None or time.monotonic() - start < timeout:
         if len(study.get_trials(deepcopy=False, states=counted)) >= n_trials:
             break  # finished or being finished by another worker: no new trial needed
@@ -186,18 +253,22 @@ def run_study(
         try:
             value = objective(trial)
         except optuna.TrialPruned:
+            failures.clear()
             study.tell(trial, state=TrialState.PRUNED)
             logger.info(
                 "trial #%d pruned (%.1fs) %s", trial.number, time.monotonic() - t0, trial.params
             )
             continue
+        except NonFiniteModelError as exc:
+            failed(trial, str(exc).split(";")[0])
+            continue
         except Exception:
             study.tell(trial, state=TrialState.FAIL)
             raise
         if not math.isfinite(value):
-            study.tell(trial, state=TrialState.FAIL)
-            logger.warning("trial #%d gave a non-finite value; marked failed", trial.number)
+            failed(trial, f"non-finite value {value}")
             continue
+        failures.clear()
         study.tell(trial, value)
         finished = len(
             study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))

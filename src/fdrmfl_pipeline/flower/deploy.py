@@ -128,10 +128,12 @@ def federate_local(
     from fdrmfl_pipeline.core.clientdata import Scaler
     from fdrmfl_pipeline.core.modalities import from_arrow
     from fdrmfl_pipeline.core.setup import TrainingSetup
+    from fdrmfl_pipeline.engines import require_flower
     from fdrmfl_pipeline.flower.job import FlowerJob
     from fdrmfl_pipeline.flower.server_app import RESULT_JSON, load_result
     from fdrmfl_pipeline.params import TrainingParams
 
+    require_flower("the Flower deployment")
     project = project.resolve()
     runtime = _merge(params or {}, {"partitioning": {"n_clients": clients, "export_clients": True}})
     with _session(project, env, runtime) as session:

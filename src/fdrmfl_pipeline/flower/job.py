@@ -10,6 +10,23 @@ from pathlib import Path
 
 from fdrmfl_pipeline.core.setup import TrainingSetup
 
+ROOT_VARIABLE = "FDRMFL_FLOWER_ROOT"
+
+
+def allowed_root(job_file: Path) -> Path:
+    """Where a job's files may live: ``$FDRMFL_FLOWER_ROOT`` if set, else the project's data
+    folder that holds the job file (the nearest ancestor named ``data``), else the job's own
+    folder."""
+    import os
+
+    if os.environ.get(ROOT_VARIABLE):
+        return Path(os.environ[ROOT_VARIABLE])
+    job_file = Path(job_file).resolve()
+    for parent in job_file.parents:
+        if parent.name == "data":
+            return parent
+    return job_file.parent
+
 
 @dataclass
 class FlowerJob:
@@ -37,7 +54,32 @@ class FlowerJob:
 
     @classmethod
     def load(cls, path: str | Path) -> FlowerJob:
-        return cls(**json.loads(Path(path).read_text()))
+        """A submitted job file; its paths must lie inside :func:`allowed_root`."""
+        path = Path(path)
+        job = cls(**json.loads(path.read_text()))
+        job.check_paths(allowed_root(path))
+        return job
+
+    def check_paths(self, root: Path) -> None:
+        """Whoever submits a run names the folders the apps read and write: refuse any outside
+        ``root`` (``..`` and symbolic links resolved)."""
+        from fdrmfl_pipeline.errors import UnsafePathError
+
+        root = root.resolve()
+        named = {
+            "clients_dir": self.clients_dir,
+            "output_dir": self.output_dir,
+            "checkpoint_path": self.checkpoint_path,
+        }
+        for name, value in named.items():
+            if value is None:
+                continue
+            target = Path(value).resolve()
+            if target != root and root not in target.parents:
+                raise UnsafePathError(
+                    f"Flower job {name}={value!r} lies outside {root}, the folder this job may "
+                    f"use (set {ROOT_VARIABLE} to allow another)"
+                )
 
     @classmethod
     def from_context(cls, context, job: FlowerJob | None = None) -> FlowerJob:

@@ -295,9 +295,19 @@ def _jsonable(v):
 def load_result(out_dir: Path) -> tuple[dict, State]:
     """The JSON part and the weights of a finished run (weights-only load: no code runs)."""
     import json
+    import pickle
 
-    meta = json.loads((Path(out_dir) / RESULT_JSON).read_text())
-    state = torch.load(Path(out_dir) / RESULT_TENSORS, weights_only=True)
+    from fdrmfl_pipeline.errors import StoredArtifactError, describe_load_failure
+
+    try:
+        meta = json.loads((Path(out_dir) / RESULT_JSON).read_text())
+        # refuses pickled objects: a crafted file in a shared folder runs no code
+        state = torch.load(Path(out_dir) / RESULT_TENSORS, weights_only=True)
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise StoredArtifactError(
+            f"cannot read the Flower run's result in {out_dir}: {describe_load_failure(exc)}; "
+            "it is not a weights-only result written by this project"
+        ) from exc
     return meta, state
 
 

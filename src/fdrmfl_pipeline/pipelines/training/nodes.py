@@ -78,4 +78,14 @@ def extract_features(
             df.insert(3, "target", split.y_raw)
             df["head_pred"] = y_hat.astype(np.float64) * sc.y_std + sc.y_mean
             frames.append(df)
-    return pd.concat(frames, ignore_index=True)
+    features = pd.concat(frames, ignore_index=True)
+    z = features[[c for c in features.columns if c.startswith("z_")] + ["head_pred"]].to_numpy()
+    if not np.isfinite(z).all():
+        from fdrmfl_pipeline.core.bundle import DIVERGED_FIX
+        from fdrmfl_pipeline.errors import NonFiniteModelError
+
+        raise NonFiniteModelError(
+            f"the model gives NaN or infinite features for {int((~np.isfinite(z)).any(1).sum())}"
+            f" of {len(z)} samples; nothing was saved. Fix: {DIVERGED_FIX}"
+        )
+    return features

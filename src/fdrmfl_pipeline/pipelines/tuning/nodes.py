@@ -135,6 +135,7 @@ def tune(
         ),
         single_worker=params.storage == "sqlite",
         start_point=start_point(params, training),
+        max_failures_in_a_row=params.max_failures_in_a_row,
     )
     trials = tuning.trials_frame(study)
     complete = trials[trials["state"] == "COMPLETE"]
