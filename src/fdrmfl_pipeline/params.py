@@ -85,7 +85,18 @@ class TableModalityParams(_Strict):
 class TableParams(_Strict):
     target: str = "target"
     id_column: str | None = None
-    split_column: str | None = None
+    split_column: str | None = Field(None, description="a column holding train / val / test")
+    client_column: str | None = Field(
+        None, description="each row's natural client (site, hospital, plant): scheme 'column'"
+    )
+    order_column: str | None = Field(
+        None,
+        description="a sortable number (a date as a number, a run index): time-ordered "
+        "splits and scheme 'time_blocks'",
+    )
+    ignore: list[str] = Field(
+        default_factory=list, description="columns that belong to no modality, on purpose"
+    )
     modalities: dict[str, TableModalityParams] = Field(default_factory=dict)
 
 
@@ -138,6 +149,16 @@ class PartitioningParams(_Strict):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     use_predefined_split: bool = True
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    test_strategy: Literal["random", "last"] = Field(
+        "random",
+        description="without a predefined split: a random test_fraction, or the last one by "
+        "ingestion.table.order_column (per client for the natural schemes)",
+    )
+    val_strategy: Literal["random", "last"] = Field(
+        "random",
+        description="each client's val rows: a random val_fraction of its training rows, or the "
+        "last one by the order column (validation that mimics a chronological test)",
+    )
     export_clients: bool = Field(
         False, description="write data/03_primary/clients/client_<id>.parquet"
     )
@@ -170,12 +191,18 @@ class PartitioningParams(_Strict):
             noise_std=self.covariate_shift.noise_std,
             missing_probability=self.missing_modality.probability,
             missing_map=self.missing_modality.map,
+            test_strategy=self.test_strategy,
+            val_strategy=self.val_strategy,
         )
 
 
 # --------------------------------------------------------------------------- training
 class EarlyStoppingParams(_Strict):
-    enabled: bool = False
+    enabled: bool = Field(
+        True,
+        description="keep the round (round 0: the warm start) with the lowest mean validation "
+        "MSE, and stop after `patience` rounds without improvement",
+    )
     patience: int = Field(3, ge=1)
     min_delta: float = Field(0.0, ge=0.0)
 
@@ -382,7 +409,8 @@ class RegressionParams(_Strict):
 class BaselinesParams(_Strict):
     enabled: bool = True
     extractors: list[Literal["pca90", "pca_d", "tsvd", "rp", "pls", "vae", "raw"]] = Field(
-        default_factory=lambda: ["pca90", "pca_d", "tsvd", "rp", "pls", "vae", "raw"]
+        default_factory=lambda: ["pca90", "pca_d", "tsvd", "rp", "pls", "raw"],
+        description="vae is opt-in: it trains a network per client (minutes on larger tables)",
     )
     regressors: list[RegressorName] = Field(default_factory=lambda: ["rf", "ridge"], min_length=1)
     raw_regressors: list[RegressorName] = Field(

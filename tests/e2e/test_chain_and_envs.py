@@ -51,7 +51,7 @@ def test_experiment_runs_end_to_end_quick(tmp_path, exp):
     metrics = pd.read_parquet(latest(project, "data/08_reporting/evaluation_metrics.parquet"))
     assert set(metrics["experiment"]) == {exp}
     test = metrics[(metrics["split"] == "test") & (metrics["scope"] == "client")]
-    assert {"fdrmfl", "pca90", "pls", "mean"} <= set(test["method"])
+    assert {"fdrmfl", "pca90", "pls", "client_mean"} <= set(test["method"])
     assert test["mse"].notna().all()
     assert sorted(test["client"].unique()) == [0, 1, 2]
     assert latest(project, "data/08_reporting/report.html").exists()
@@ -67,7 +67,7 @@ def test_default_chain_report_and_notebook(tmp_path):
     assert report.count("data:image/png;base64,") == 5  # the client-targets figure included
     assert "class='best'" in report and "Parameters" in report
     # the verdict: the model against the best baseline and the mean predictor, R² beside MSE
-    assert "<p class='verdict'><b>fdrmfl + " in report and "the train-mean predictor" in report
+    assert "<p class='verdict'><b>fdrmfl + " in report and "client_mean" in report
     assert (
         "R² " in report and "simulation f1" in report and "not a model trained on pooled" in report
     )

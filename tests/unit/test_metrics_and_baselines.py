@@ -56,7 +56,10 @@ def test_baselines_are_fitted_on_training_rows_only():
     extractor + regressor bit-identical: no scaler, transform or model saw a test row."""
     data, assign, *_ = tiny_clients()
     params = BaselinesParams(
-        regressors=["ridge", "rf"], raw_regressors=["ridge", "rf"], vae_epochs=3
+        extractors=["pca90", "pca_d", "tsvd", "rp", "pls", "vae", "raw"],  # vae is opt-in
+        regressors=["ridge", "rf"],
+        raw_regressors=["ridge", "rf"],
+        vae_epochs=3,
     )
     training = TrainingParams(model={"latent_dim": 3})
     before = baseline_predictions(to_arrow(data), assign, params, training, 0)
@@ -70,10 +73,19 @@ def test_baselines_are_fitted_on_training_rows_only():
     key = ["method", "regressor", "sample_id", "split"]
     merged = before.merge(after, on=key, suffixes=("_b", "_a"))
     assert len(merged) == len(before) == len(after) > 0
-    assert set(merged["method"]) == {"pca90", "pca_d", "tsvd", "rp", "pls", "vae", "raw", "mean"}
+    assert set(merged["method"]) == {
+        "pca90",
+        "pca_d",
+        "tsvd",
+        "rp",
+        "pls",
+        "vae",
+        "raw",
+        "client_mean",
+    }
     val = merged[merged["split"] == "val"]
     np.testing.assert_array_equal(val["y_pred_b"].to_numpy(), val["y_pred_a"].to_numpy())
-    test = merged[(merged["split"] == "test") & (merged["method"] != "mean")]
+    test = merged[(merged["split"] == "test") & (merged["method"] != "client_mean")]
     assert not np.allclose(test["y_pred_b"], test["y_pred_a"])  # the perturbation did reach test
 
 

@@ -41,7 +41,7 @@ class FederationConfig:
     rounds: int = 5
     client_fraction: float = 1.0
     retention: float = 0.0
-    early_stopping: bool = False
+    early_stopping: bool = True
     patience: int = 3
     min_delta: float = 0.0
     seed: int = 42

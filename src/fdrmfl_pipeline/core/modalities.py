@@ -25,7 +25,7 @@ from fdrmfl_pipeline.errors import (
 
 MODALITY_KINDS = ("image", "sequence", "spectrum", "vector")
 METADATA_KEY = b"fdrmfl.modalities"
-RESERVED_COLUMNS = ("sample_id", "target", "split")
+RESERVED_COLUMNS = ("sample_id", "target", "split", "client_key", "order")
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,10 @@ class MultimodalData:
     specs: tuple[ModalitySpec, ...]
     split: np.ndarray | None = None
     source: str = field(default="")
+    # optional, from the user's table: each row's natural client (site, hospital, plant) and
+    # its position in time (any sortable number); partition schemes and splits may use them
+    client_key: np.ndarray | None = None
+    order: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -92,6 +96,8 @@ class MultimodalData:
             specs=self.specs,
             split=None if self.split is None else self.split[index],
             source=self.source,
+            client_key=None if self.client_key is None else self.client_key[index],
+            order=None if self.order is None else self.order[index],
         )
 
     def validate(self) -> MultimodalData:
@@ -128,11 +134,15 @@ class MultimodalData:
                 )
             _check_finite(arr.reshape(n, -1), ids, f"modality '{spec.name}'", self.source)
         if self.split is not None:
-            bad = sorted(set(map(str, self.split)) - {"train", "test"})
+            bad = sorted(set(map(str, self.split)) - {"train", "val", "test"})
             if bad:
                 raise InputDataError(
-                    f"source '{self.source}': split values {bad} are not 'train'/'test'"
+                    f"source '{self.source}': split values {bad} are not 'train', 'val' or 'test'"
                 )
+        if self.order is not None:
+            _check_finite(
+                np.asarray(self.order, np.float64).reshape(n, 1), ids, "order", self.source
+            )
         return self
 
 
@@ -155,6 +165,10 @@ def to_arrow(data: MultimodalData) -> pa.Table:
     }
     if data.split is not None:
         columns["split"] = pa.array(np.asarray(data.split).astype(str), pa.string())
+    if data.client_key is not None:
+        columns["client_key"] = pa.array(np.asarray(data.client_key).astype(str), pa.string())
+    if data.order is not None:
+        columns["order"] = pa.array(np.asarray(data.order, dtype=np.float64), pa.float64())
     for spec in data.specs:
         flat = np.ascontiguousarray(data.arrays[spec.name], dtype=np.float32).reshape(-1)
         columns[spec.name] = pa.FixedSizeListArray.from_arrays(pa.array(flat), spec.size)
@@ -200,6 +214,7 @@ def from_arrow(table: pa.Table) -> MultimodalData:
     split = None
     if "split" in table.column_names:
         split = np.asarray(table.column("split").to_numpy(zero_copy_only=False)).astype(str)
+    names = table.column_names
     return MultimodalData(
         sample_ids=np.asarray(table.column("sample_id").to_numpy(zero_copy_only=False)).astype(str),
         target=table.column("target").to_numpy().astype(np.float64),
@@ -207,4 +222,8 @@ def from_arrow(table: pa.Table) -> MultimodalData:
         specs=specs,
         split=split,
         source=meta.get(b"fdrmfl.source", b"").decode(),
+        client_key=np.asarray(table.column("client_key").to_numpy(zero_copy_only=False)).astype(str)
+        if "client_key" in names
+        else None,
+        order=table.column("order").to_numpy().astype(np.float64) if "order" in names else None,
     )

@@ -10,7 +10,7 @@ Test data is never looked at to make decisions: quantile bins are computed on th
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,12 @@ SCHEMES = (
     "quantity_skew",
     "covariate_shift",
     "missing_modality",
+    "column",
+    "time_blocks",
 )
+# clients given by the data itself: every row (test rows too) belongs to its natural client
+NATURAL = ("column", "time_blocks")
+SPLIT_STRATEGIES = ("random", "last")
 TRAIN, VAL, TEST = "train", "val", "test"
 
 
@@ -49,6 +54,8 @@ class PartitionOptions:
     noise_std: float = 0.1
     missing_probability: float = 0.3
     missing_map: Mapping[int, Sequence[str]] | None = field(default=None)
+    test_strategy: str = "random"
+    val_strategy: str = "random"
 
 
 def balanced_sizes(n: int, k: int, remainder_last: bool = False) -> np.ndarray:
@@ -198,6 +205,51 @@ def modality_availability(
     return avail
 
 
+def natural_clients(
+    scheme: str, n_clients: int, client_keys: np.ndarray | None, order: np.ndarray | None
+) -> tuple[np.ndarray, list[str]]:
+    """Client per row for ``column`` (one client per distinct key, in sorted order) or
+    ``time_blocks`` (rows sorted by ``order`` cut into ``n_clients`` contiguous periods);
+    returns the client ids and a name per client."""
+    if scheme == "column":
+        if client_keys is None:
+            raise PartitionError(
+                "partitioning.scheme 'column' needs ingestion.table.client_column (each row's "
+                "client: site, hospital, plant)"
+            )
+        names, client = np.unique(np.asarray(client_keys).astype(str), return_inverse=True)
+        return client.astype(np.int64), [str(k) for k in names]
+    if order is None:
+        raise PartitionError(
+            "partitioning.scheme 'time_blocks' needs ingestion.table.order_column (a sortable "
+            "number per row, e.g. a date as a number)"
+        )
+    n = len(order)
+    if n < n_clients:
+        raise PartitionError(f"{n} rows cannot make {n_clients} time blocks")
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.argsort(np.asarray(order, np.float64), kind="stable")] = np.arange(n)
+    client = (rank * n_clients) // n
+    edges = [float(np.min(np.asarray(order)[client == c])) for c in range(n_clients)]
+    return client.astype(np.int64), [f"period from {e:g}" for e in edges]
+
+
+def last_fraction(
+    rows: np.ndarray, fraction: float, order: np.ndarray | None, what: str
+) -> np.ndarray:
+    """The last ``fraction`` of ``rows`` by ``order`` (at least one, and one left over when
+    there are two or more): a chronological hold-out."""
+    if order is None:
+        raise PartitionError(
+            f"partitioning.{what}_strategy 'last' needs ingestion.table.order_column"
+        )
+    k = int(round(fraction * len(rows)))
+    if len(rows) >= 2:
+        k = min(max(k, 1), len(rows) - 1)
+    ranked = rows[np.argsort(np.asarray(order)[rows], kind="stable")]
+    return ranked[len(ranked) - k :] if k else ranked[:0]
+
+
 def global_test_mask(
     n: int,
     predefined: np.ndarray | None,
@@ -262,15 +314,23 @@ def _assign_pool(
     raise PartitionError(f"partitioning.scheme '{opts.scheme}' is not one of {SCHEMES}")
 
 
-def _check_counts(opts: PartitionOptions, client: np.ndarray, split: np.ndarray) -> str | None:
-    need = [TRAIN, TEST] + ([VAL] if opts.val_fraction > 0 else [])
+def _check_counts(
+    opts: PartitionOptions,
+    client: np.ndarray,
+    split: np.ndarray,
+    names: list[str] | None = None,
+    need_val: bool | None = None,
+) -> str | None:
+    val = opts.val_fraction > 0 if need_val is None else need_val
+    need = [TRAIN, TEST] + ([VAL] if val else [])
     for c in range(opts.n_clients):
         mine = split[client == c]
         for s in need:
             count = int((mine == s).sum())
             minimum = opts.min_client_size if (s == TRAIN and opts.scheme == "dirichlet") else 1
             if count < minimum:
-                return f"client {c} gets {count} '{s}' sample(s) (needs at least {minimum})"
+                who = f"client {c}" + (f" ('{names[c]}')" if names else "")
+                return f"{who} gets {count} '{s}' sample(s) (needs at least {minimum})"
     return None
 
 
@@ -292,13 +352,34 @@ def partition(
     opts: PartitionOptions,
     rng: np.random.Generator,
     groups: np.ndarray | None = None,
+    client_keys: np.ndarray | None = None,
+    order: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Assign every sample to a client and a split; returns the ``client_assignments`` table.
 
     ``groups`` (optional, one label per sample): a random test split keeps each group whole.
+    ``client_keys`` / ``order`` (optional, from the user's table): the natural client of each
+    row (scheme ``column``) and its time (scheme ``time_blocks``, ``*_strategy: last``).
+
+    Where rows go: the test pool is the source's predefined split (``train``/``val``/``test``,
+    with ``use_predefined_split``), or the last ``test_fraction`` by ``order``
+    (``test_strategy: last``; per client for the natural schemes, overall otherwise), or a
+    random ``test_fraction``. Natural schemes keep every row, test rows included, with its own
+    client; the others assign the train and test pools separately by the same rule. ``val`` is
+    the predefined ``val`` rows, else the last (``val_strategy: last``) or a random
+    ``val_fraction`` of each client's training rows.
     """
     if opts.scheme not in SCHEMES:
         raise PartitionError(f"partitioning.scheme '{opts.scheme}' is not one of {SCHEMES}")
+    for what, value in (("test", opts.test_strategy), ("val", opts.val_strategy)):
+        if value not in SPLIT_STRATEGIES:
+            raise PartitionError(
+                f"partitioning.{what}_strategy '{value}' is not one of {SPLIT_STRATEGIES}"
+            )
+    if opts.scheme in NATURAL:
+        return _partition_natural(
+            sample_ids, targets, modalities, predefined_split, opts, rng, client_keys, order
+        )
     n = len(targets)
     if opts.n_clients < 1:
         raise PartitionError(f"partitioning.n_clients must be >= 1, got {opts.n_clients}")
@@ -314,8 +395,16 @@ def partition(
             f"{n} sample(s) cannot give {opts.n_clients} client(s) "
             f"{'a train, val and test' if need == 3 else 'a train and a test'} sample each; {fix}"
         )
-    is_test = global_test_mask(
-        n, predefined_split, opts.use_predefined_split, opts.test_fraction, rng, groups
+    predefined = predefined_split if opts.use_predefined_split else None
+    if predefined is None and opts.test_strategy == "last":
+        is_test = np.zeros(n, dtype=bool)
+        is_test[last_fraction(np.arange(n), opts.test_fraction, order, "test")] = True
+    else:
+        is_test = global_test_mask(
+            n, predefined_split, opts.use_predefined_split, opts.test_fraction, rng, groups
+        )
+    predefined_val = (
+        np.asarray(predefined).astype(str) == VAL if predefined is not None else np.zeros(n, bool)
     )
     train_idx, test_idx = np.flatnonzero(~is_test), np.flatnonzero(is_test)
     if len(train_idx) == 0 or len(test_idx) == 0:
@@ -336,15 +425,8 @@ def partition(
         client = np.empty(n, dtype=np.int64)
         client[train_idx] = _assign_pool(opts, targets, train_idx, rng, dirichlet_p, bins)
         client[test_idx] = _assign_pool(opts, targets, test_idx, rng, dirichlet_p, bins)
-        split = np.where(is_test, TEST, TRAIN).astype(object)
-        if opts.val_fraction > 0:
-            for c in range(opts.n_clients):
-                mine = np.flatnonzero((client == c) & ~is_test)
-                n_val = int(round(opts.val_fraction * len(mine)))
-                if len(mine) >= 2:
-                    n_val = min(max(n_val, 1), len(mine) - 1)
-                split[rng.choice(mine, n_val, replace=False) if n_val else []] = VAL
-        problem = _check_counts(opts, client, split)
+        split = _splits(opts, client, is_test, predefined_val, order, rng)
+        problem = _check_counts(opts, client, split, need_val=_needs_val(opts, predefined_val))
         if problem is None:
             break
     if problem is not None:
@@ -353,6 +435,77 @@ def partition(
             f"{f' after {tries} tries' if tries > 1 else ''}. Try: {_fix_hint(opts)}"
         )
 
+    return _assignments(sample_ids, client, split, modalities, opts, rng)
+
+
+def _needs_val(opts: PartitionOptions, predefined_val: np.ndarray) -> bool:
+    return bool(predefined_val.any()) or opts.val_fraction > 0
+
+
+def _splits(
+    opts: PartitionOptions,
+    client: np.ndarray,
+    is_test: np.ndarray,
+    predefined_val: np.ndarray,
+    order: np.ndarray | None,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """train / val / test per row: the test mask, the predefined val rows, or each client's
+    val carved (randomly or last by order) from its training rows."""
+    split = np.where(is_test, TEST, TRAIN).astype(object)
+    if predefined_val.any():
+        split[predefined_val & ~is_test] = VAL
+        return split
+    if opts.val_fraction <= 0:
+        return split
+    for c in range(opts.n_clients):
+        mine = np.flatnonzero((client == c) & ~is_test)
+        if opts.val_strategy == "last":
+            split[last_fraction(mine, opts.val_fraction, order, "val")] = VAL
+            continue
+        n_val = int(round(opts.val_fraction * len(mine)))
+        if len(mine) >= 2:
+            n_val = min(max(n_val, 1), len(mine) - 1)
+        split[rng.choice(mine, n_val, replace=False) if n_val else []] = VAL
+    return split
+
+
+def _partition_natural(
+    sample_ids, targets, modalities, predefined_split, opts, rng, client_keys, order
+) -> pd.DataFrame:
+    """``column`` / ``time_blocks``: the data gives each row its client."""
+    client, names = natural_clients(opts.scheme, opts.n_clients, client_keys, order)
+    opts = replace(opts, n_clients=len(names))
+    n = len(targets)
+    predefined = predefined_split if opts.use_predefined_split else None
+    if predefined is not None:
+        labels = np.asarray(predefined).astype(str)
+        is_test, predefined_val = labels == TEST, labels == VAL
+    else:
+        is_test, predefined_val = np.zeros(n, bool), np.zeros(n, bool)
+        for c in range(opts.n_clients):
+            mine = np.flatnonzero(client == c)
+            if opts.test_strategy == "last":
+                held = last_fraction(mine, opts.test_fraction, order, "test")
+            else:
+                k = min(max(int(round(opts.test_fraction * len(mine))), 1), max(len(mine) - 1, 0))
+                held = rng.choice(mine, k, replace=False) if k else mine[:0]
+            is_test[held] = True
+    split = _splits(opts, client, is_test, predefined_val, order, rng)
+    problem = _check_counts(opts, client, split, names, _needs_val(opts, predefined_val))
+    if problem is not None:
+        fix = (
+            "merge small clients in the client column, or drop them"
+            if opts.scheme == "column"
+            else "use fewer partitioning.n_clients (time blocks)"
+        )
+        raise PartitionError(f"partitioning scheme '{opts.scheme}': {problem}. Try: {fix}")
+    out = _assignments(sample_ids, client, split, modalities, opts, rng)
+    out["client_name"] = np.asarray(names, dtype=object)[client]
+    return out
+
+
+def _assignments(sample_ids, client, split, modalities, opts, rng) -> pd.DataFrame:
     out = pd.DataFrame(
         {
             "sample_id": np.asarray(sample_ids).astype(str),

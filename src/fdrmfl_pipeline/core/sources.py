@@ -5,6 +5,7 @@ No file I/O here: the Kedro catalog loads the files, these functions validate an
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ TECATOR_STANDARD_TRAIN = 172  # StatLib: samples 1-172 train, 173-215 test
 CORN_TARGETS = ("moisture", "oil", "protein", "starch")
 CORN_INSTRUMENTS = ("m5", "mp5", "mp6")
 CORN_N_CHANNELS = 700
+
+logger = logging.getLogger(__name__)
 
 
 def _numeric_block(df: pd.DataFrame, columns: Sequence[str], what: str, source: str) -> np.ndarray:
@@ -194,13 +197,17 @@ def build_table(
     id_column: str | None = None,
     split_column: str | None = None,
     source: str = "table",
+    client_column: str | None = None,
+    order_column: str | None = None,
+    ignore: Sequence[str] = (),
 ) -> MultimodalData:
     """A user's own table: one row per sample, modalities declared by columns or pattern."""
     if len(df) == 0:
         raise EmptyDataError(f"{source}: the input table has no rows")
     if not modalities:
         raise EmptyDataError(f"{source}: no modalities declared (ingestion.table.modalities)")
-    wanted = [target] + [c for c in (id_column, split_column) if c]
+    wanted = [target] + [c for c in (id_column, split_column, client_column, order_column) if c]
+    wanted += list(ignore)
     missing = [c for c in wanted if c not in df.columns]
     if missing:
         raise MissingColumnError(f"{source}: column(s) {missing} not found in the input table")
@@ -208,7 +215,7 @@ def build_table(
     claimed: dict[str, str] = {}
     arrays: dict[str, np.ndarray] = {}
     specs: list[ModalitySpec] = []
-    excluded = {target, id_column, split_column}
+    excluded = {target, id_column, split_column, client_column, order_column, *ignore}
     if id_column:
         ids = df[id_column].astype(str).to_numpy()
     else:
@@ -251,7 +258,23 @@ def build_table(
     split = None
     if split_column:
         split = df[split_column].astype(str).str.strip().str.lower().to_numpy()
+    order = None
+    if order_column:
+        order = _numeric_block(df, [order_column], f"order column '{order_column}'", source)[:, 0]
+    unused = [c for c in df.columns if c not in excluded and c not in claimed]
+    if unused:
+        logger.warning(
+            "%s: %d column(s) belong to no modality and are ignored: %s%s (declare them in a "
+            "modality, or list them in ingestion.table.ignore to silence this)",
+            source,
+            len(unused),
+            ", ".join(map(str, unused[:10])),
+            " ..." if len(unused) > 10 else "",
+        )
     for name in arrays:
         if name in RESERVED_COLUMNS:
             raise InputDataError(f"{source}: modality name '{name}' is reserved")
-    return MultimodalData(ids, y, arrays, tuple(specs), split, source).validate()
+    keys = df[client_column].astype(str).to_numpy() if client_column else None
+    return MultimodalData(
+        ids, y, arrays, tuple(specs), split, source, client_key=keys, order=order
+    ).validate()

@@ -127,7 +127,7 @@ def baseline_predictions(
             )
             out.append(
                 fit_predict_per_client(
-                    frame, [], "mean", ["mean"], seed, refit_on_val=params.refit_on_val
+                    frame, [], "client_mean", ["mean"], seed, refit_on_val=params.refit_on_val
                 )
             )
     if params.pooled_regressors:

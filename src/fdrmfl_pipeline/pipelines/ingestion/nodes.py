@@ -58,6 +58,9 @@ def build_multimodal_dataset(
             p.id_column,
             p.split_column,
             source=f"table:{getattr(table_raw, 'path', '')}",
+            client_column=p.client_column,
+            order_column=p.order_column,
+            ignore=p.ignore,
         )
     logger.info(
         "Ingested %d samples from '%s': %s",

@@ -45,6 +45,17 @@ def assign_clients(
         split = multimodal_dataset.column("split").to_numpy(zero_copy_only=False).astype(str)
     targets = _targets(multimodal_dataset)
     groups = duplicate_groups(multimodal_dataset) if params.group_duplicates else None
+    names = multimodal_dataset.column_names
+    keys = (
+        multimodal_dataset.column("client_key").to_numpy(zero_copy_only=False).astype(str)
+        if "client_key" in names
+        else None
+    )
+    order = (
+        multimodal_dataset.column("order").to_numpy().astype(np.float64)
+        if "order" in names
+        else None
+    )
     out = partition.partition(
         sample_ids=targets.index.to_numpy(),
         targets=targets.to_numpy(),
@@ -53,9 +64,11 @@ def assign_clients(
         opts=params.options(),
         rng=seeding.rng(seed, "partition"),
         groups=groups,
+        client_keys=keys,
+        order=order,
     )
     counts = out.groupby(["client", "split"]).size().unstack(fill_value=0)
-    logger.info("Partition '%s' over %d clients:\n%s", params.scheme, params.n_clients, counts)
+    logger.info("Partition '%s' over %d clients:\n%s", params.scheme, len(counts), counts)
     return out
 
 

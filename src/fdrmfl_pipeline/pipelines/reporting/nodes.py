@@ -27,10 +27,10 @@ def best_regressors(evaluation_metrics: pd.DataFrame) -> pd.DataFrame:
     return val.loc[idx, ["method", "regressor"]].reset_index(drop=True)
 
 
-def metrics_table(evaluation_metrics: pd.DataFrame, split: str) -> pd.DataFrame:
-    """MSE of every (method, regressor) per client and pooled, on ``split``."""
+def metrics_table(evaluation_metrics: pd.DataFrame, split: str, value: str = "mse") -> pd.DataFrame:
+    """``value`` (MSE, or R²) of every (method, regressor) per client and pooled, on ``split``."""
     m = evaluation_metrics[evaluation_metrics["split"] == split]
-    table = m.pivot_table(index=["method", "regressor"], columns="client", values="mse")
+    table = m.pivot_table(index=["method", "regressor"], columns="client", values=value)
     table.columns = ["pooled" if c == -1 else f"client {c}" for c in table.columns]
     cols = [c for c in table.columns if c != "pooled"] + (
         ["pooled"] if "pooled" in table.columns else []
@@ -139,7 +139,7 @@ UNITS = {
 }
 # methods that are not a federated alternative to the model: the train-mean predictor is the
 # floor, raw_pooled needs all clients' raw data in one place
-NOT_BASELINES = {"mean", "raw_pooled"}
+NOT_BASELINES = {"client_mean", "raw_pooled"}
 
 
 def dataset_label(parameters: dict) -> tuple[str, str]:
@@ -195,10 +195,27 @@ def verdict(evaluation_metrics: pd.DataFrame, model_method: str, split: str) -> 
                     f"{b['mse']:.4g} (R² {b['r2']:.3f}), so {abs(change):.1f} % "
                     f"{'lower' if change < 0 else 'higher'} for {model_method}"
                 )
-    mean = row("mean")
+    mean = row("client_mean")
     if mean is not None:
-        text += f"; the train-mean predictor: MSE {mean['mse']:.4g}"
+        text += f"; each client's own training mean (client_mean): MSE {mean['mse']:.4g}"
     return text + "."
+
+
+def client_identity_note(evaluation_metrics: pd.DataFrame, split: str) -> str:
+    """When each client's own training mean already explains much of the pooled variance, the
+    pooled R² of every method is inflated by client identity: say so."""
+    m = evaluation_metrics[
+        (evaluation_metrics["method"] == "client_mean")
+        & (evaluation_metrics["scope"] == "pooled")
+        & (evaluation_metrics["split"] == split)
+    ]
+    if m.empty or not np.isfinite(m["r2"].iloc[0]) or m["r2"].iloc[0] < 0.1:
+        return ""
+    return (
+        f"Note: each client's own training mean alone reaches pooled R² {m['r2'].iloc[0]:.3f} "
+        f"on {split}: the clients' targets differ, so pooled R² is inflated by client identity. "
+        "Compare methods by their per-client R² (table below) and against client_mean."
+    )
 
 
 def _png(fig: Any) -> str:
@@ -207,8 +224,8 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _table_html(table: pd.DataFrame) -> str:
-    best = {c: table[c].min() for c in table.columns}
+def _table_html(table: pd.DataFrame, higher_is_better: bool = False) -> str:
+    best = {c: (table[c].max() if higher_is_better else table[c].min()) for c in table.columns}
     head = "".join(
         f"<th>{html.escape(str(c))}</th>" for c in ["method", "regressor", *table.columns]
     )
@@ -270,6 +287,9 @@ def build_report(
         "every client's test rows together (each client's model or features, no pooled "
         "training), not a model trained on pooled data.</p>",
         _table_html(table),
+        f"<p>{html.escape(client_identity_note(evaluation_metrics, params.split))}</p>",
+        f"<h3>R² on the {params.split} split, per client and pooled</h3>",
+        _table_html(metrics_table(evaluation_metrics, params.split, "r2"), higher_is_better=True),
         "<p>Best regressor per method (chosen on the validation split): "
         + ", ".join(
             f"{html.escape(r.method)}: {html.escape(r.regressor)}" for r in best.itertuples()
