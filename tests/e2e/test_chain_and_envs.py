@@ -73,6 +73,17 @@ def test_default_chain_report_and_notebook(tmp_path):
     )
     for fig in ("loss_curves", "pred_vs_actual", "metric_bars", "z_projection", "client_targets"):
         assert (project / f"data/08_reporting/{fig}.png").stat().st_size > 5000
+    # the default keeps the best round on validation, the warm start (round 0) included: the
+    # model a user gets is never worse on validation than its own start
+    import json
+
+    import torch
+
+    history = pd.read_parquet(latest(project, "data/07_model_output/training_history.parquet"))
+    per_round = history.groupby("round")["val_mse"].mean()
+    bundle = torch.load(latest(project, "data/06_models/global_model.pt"), weights_only=True)
+    best_round = json.loads(bundle["meta"])["best_round"]
+    assert per_round[best_round] == per_round.min() and per_round[best_round] <= per_round[0]
     preds = pd.read_parquet(latest(project, "data/07_model_output/predictions.parquet"))
     assert list(preds.columns) == [
         "sample_id",

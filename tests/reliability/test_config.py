@@ -70,3 +70,33 @@ def test_the_flower_engine_without_its_extra_names_the_extra(monkeypatch):
     )
     with pytest.raises(MissingExtraError, match=r"flower-simulation needs the flower extra"):
         engines.require_flower("training.engine=flower-simulation")
+
+
+def test_a_failed_run_ends_with_the_named_error(capsys):
+    """Kedro wraps a dataset's error; the hook finds the project's error behind it and prints
+    it as the last line after the traceback."""
+    import sys
+
+    from kedro.io.core import DatasetError
+
+    from fdrmfl_pipeline.errors import StoredArtifactError
+    from fdrmfl_pipeline.hooks import install_excepthook, named_error
+
+    try:
+        try:
+            raise StoredArtifactError("cannot read x.parquet: delete it and rerun")
+        except StoredArtifactError as inner:
+            raise DatasetError("Failed while loading data from dataset") from inner
+    except DatasetError as exc:
+        wrapped = exc
+    assert isinstance(named_error(wrapped), StoredArtifactError)
+    assert named_error(ValueError("plain")) is None
+    saved = sys.excepthook
+    try:
+        sys.excepthook = lambda *a: None  # the usual traceback printer
+        install_excepthook()
+        sys.excepthook(type(wrapped), wrapped, wrapped.__traceback__)
+    finally:
+        sys.excepthook = saved
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "Error (StoredArtifactError): cannot read x.parquet: delete it and rerun"
