@@ -1,4 +1,4 @@
-"""Why ``paper_sim_f3`` stays near chance (issue #7 evidence): too few samples for its direction.
+"""Why ``paper_sim_f3`` stays near chance: too few samples for its direction.
 
 f3 = 8·sech(0.02·S) is even in S, the sum of 362 of the 3604 inputs (the unit direction ``u``).
 Every first-order statistic (correlation, PLS, ridge, lasso, the MSE gradient at a linear start)
@@ -21,9 +21,9 @@ products, so a federated version is exactly as good), for growing training sizes
 * the lowest MSE any link function could reach from a direction with that overlap (Monte Carlo:
   ``E Var(y | ρG + √(1−ρ²)ε)``), against chance.
 
-    .venv/bin/python benchmarks/f3_probe.py [--sizes 1700 2000 4000 8000] [--seeds 2]
+    .venv/bin/python experiments/probes/f3_probe.py [--sizes 1700 2000 4000 8000] [--seeds 2]
 
-Writes ``benchmarks/results/f3_probe.md``.
+Writes ``experiments/results/f3_probe.md``.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "experiments" / "results"
 SCALE = 0.02 * np.sqrt(362.0)  # y = 8 sech(SCALE * G), G = S / sd(S) ~ N(0, 1)
 TARGET = 0.30
 
@@ -119,7 +119,7 @@ def main() -> None:
     lines = [
         "# paper_sim_f3: how well can its direction be estimated from the protocol's samples?",
         "",
-        f"`.venv/bin/python benchmarks/f3_probe.py --sizes {' '.join(map(str, args.sizes))} "
+        f"`.venv/bin/python experiments/probes/f3_probe.py --sizes {' '.join(map(str, args.sizes))} "
         f"--seeds {args.seeds}` ({time.strftime('%Y-%m-%d')}, {time.perf_counter() - t0:.0f} s). "
         "p = 3604 inputs, pooled training rows (the federated sums give the same matrices), "
         "mean over seeds. δ = n/p; the weak-recovery threshold for this "
@@ -143,7 +143,7 @@ def main() -> None:
         )
     lines += [
         "",
-        f"To reach the issue's target MSE ≤ {TARGET} a direction needs overlap ≥ {need:.2f}; "
+        f"To reach the target MSE ≤ {TARGET} a direction needs overlap ≥ {need:.2f}; "
         f"{reach} (the protocol: about 1700):",
         "",
         "| overlap | " + " | ".join(f"{r:.1f}" for r in (0.1, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9)) + " |",

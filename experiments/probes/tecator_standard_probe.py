@@ -1,21 +1,21 @@
-"""What the federated constraint costs the strongest Tecator anchor (issue #7 evidence).
+"""What the federated constraint costs the strongest Tecator anchor.
 
-ANCHORS.md: a Gaussian process (ARD) on 10 principal components of the 2nd-derivative spectrum,
+The usual anchor, a Gaussian process (ARD) on 10 principal components of the 2nd-derivative spectrum,
 fitted on all 172 training samples of the StatLib split, reaches fat RMSE 0.44 % on samples
 173-215. This replays that recipe and then its federated counterpart on the project's
 ``tecator_standard_*`` layout (3 IID clients): the PCA can be fitted federatedly (it needs only
 summed second moments, so it is exactly the pooled PCA), then the GP is fitted either per client
 on that client's ~57 training samples, or federatedly from all three clients' sums
-(``gp_fed``, ``core/fedgp.py``: no per-sample feature leaves a client). ANCHORS.md gives neither
+(``gp_fed``, ``core/fedgp.py``: no per-sample feature leaves a client). The published anchor gives neither
 the Savitzky-Golay window nor whether the derivative is standardised per wavelength before the
 PCA, and the result depends on both: the table also gives the pooled GP's 5-fold
 cross-validation RMSE on the training samples, which is how they can be chosen without looking
 at the test samples.
 
-    .venv/bin/python benchmarks/tecator_standard_probe.py [--seeds 5]
+    .venv/bin/python experiments/probes/tecator_standard_probe.py [--seeds 5]
 
 Prints a table (RMSE in % over all 43 test samples) and writes
-``benchmarks/results/tecator_standard_probe.md``.
+``experiments/results/tecator_standard_probe.md``.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "experiments" / "results"
 
 
 def _gp(n_features: int, seed: int):
@@ -139,13 +139,13 @@ def main() -> None:
     lines = [
         "# Tecator standard split: the GP anchor, pooled vs per client",
         "",
-        f"`.venv/bin/python benchmarks/tecator_standard_probe.py --seeds {args.seeds} "
+        f"`.venv/bin/python experiments/probes/tecator_standard_probe.py --seeds {args.seeds} "
         f"--windows {' '.join(map(str, args.windows))} --scalings {' '.join(args.scalings)}` "
         f"({time.strftime('%Y-%m-%d')}, {time.perf_counter() - t0:.0f} s). Test RMSE (%) over "
         "the 43 samples 173-215. PCA on the 2nd-derivative spectrum of samples 1-172, "
         "standardised per wavelength (per_feature) or only centred (per_modality: one common "
         "scale, which PCA ignores); both federable from summed moments. GP with ARD RBF + white "
-        "noise. ANCHORS.md gives neither the Savitzky-Golay window nor the scaling; the result "
+        "noise. The published anchor gives neither the Savitzky-Golay window nor the scaling; the result "
         "depends on both. The per-client and "
         "federated columns split the 172 training samples over 3 IID clients per seed.",
         "",

@@ -1,4 +1,4 @@
-"""The reference simulation (FDRMFL_REFERENCE.md §1.1).
+"""The published method's reference simulation (three modalities, responses f1, f2, f3).
 
 Three modalities with i.i.d. N(0, 1) entries: ``image`` 3x32x32, ``text`` 10x50 (a sequence of 10
 tokens), ``vector`` 32. Each modality is flattened in C order and every 10th element from index 0 is
