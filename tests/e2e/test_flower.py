@@ -165,6 +165,9 @@ def test_local_deployment_with_two_supernodes_matches_inprocess(tmp_path):
     project = make_project(tmp_path / "p", flower_app=True)
     proc = _deploy(project, 2, ["--round-timeout", "120"])
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # the server's progress reaches the launcher's console (not only the SuperNode logs)
+    assert "server: fdrmfl_pipeline.core.engine: round 1/2" in proc.stderr, proc.stderr[-3000:]
+    assert "[ETA " in proc.stderr
     deployed = _bundle(project)
     assert '"engine": "flower-deployment"' in deployed["meta"]
     run_dir = Path(json_meta(deployed)["run_dir"])
