@@ -67,3 +67,11 @@ def latest(project: Path, rel: str) -> Path:
 @pytest.fixture
 def tmp_project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "project")
+
+
+def merge(a: dict, b: dict) -> dict:
+    """``b`` over ``a``, nested dictionaries merged key by key."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

@@ -48,7 +48,7 @@ class OutputFolderHooks:
         blocked = set()
         for name in sorted(pipeline.all_outputs()):
             try:
-                ds = catalog.get(name) if hasattr(catalog, "get") else catalog._get_dataset(name)
+                ds = catalog.get(name)
             except Exception:  # memory datasets, factories that resolve later: nothing to check
                 continue
             raw = getattr(ds, "_filepath", None) or getattr(ds, "_path", None)

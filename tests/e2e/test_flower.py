@@ -13,7 +13,8 @@ import torch
 pytest.importorskip("flwr", reason="the flower extra is not installed (pip install -e '.[flower]')")
 
 
-from ..conftest import make_project, run_session  # noqa: E402
+from ..conftest import make_project, run_session
+from ..conftest import merge as _merge  # noqa: E402
 
 pytestmark = pytest.mark.flower
 
@@ -25,13 +26,6 @@ SMALL = {
         "model": {"latent_dim": 4, "hidden_dim": 16},
     },
 }
-
-
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def _setup(config, cfg, fed, names):

@@ -11,6 +11,7 @@ from fdrmfl_pipeline.datasets import TorchModelDataset
 from fdrmfl_pipeline.errors import ConfigError
 
 from ..conftest import latest, make_project, run_session
+from ..conftest import merge as _merge
 
 TRAIN_CHAIN = ("ingestion", "partitioning", "training")
 SMALL = {
@@ -21,13 +22,6 @@ SMALL = {
         "model": {"latent_dim": 4, "hidden_dim": 16},
     },
 }
-
-
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def test_training_pipeline_outputs_and_determinism(tmp_path):

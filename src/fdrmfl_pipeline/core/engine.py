@@ -201,10 +201,13 @@ def _history_row(
     }
 
 
-def _jsonable(v):
+def jsonable(v):
+    """``json.dumps(default=...)`` for numpy values in histories and metadata."""
+    if isinstance(v, np.ndarray):
+        return v.tolist()
     if isinstance(v, np.generic):
         return v.item()
-    raise TypeError(f"cannot write {type(v).__name__} to a checkpoint's JSON")
+    raise TypeError(f"cannot write {type(v).__name__} to JSON")
 
 
 def checkpoint_round(path: Path) -> int | None:
@@ -230,7 +233,7 @@ def _save_checkpoint(path: Path, tensors: dict, meta: dict) -> None:
     try:
         torch.save({**tensors, "round": torch.tensor(meta["round"])}, tmps[0])
         os.replace(tmps[0], path)
-        tmps[1].write_text(json.dumps(meta, default=_jsonable))
+        tmps[1].write_text(json.dumps(meta, default=jsonable))
         os.replace(tmps[1], side)
     except (OSError, RuntimeError) as exc:
         raise CheckpointError(

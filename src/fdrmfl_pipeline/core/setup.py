@@ -9,7 +9,7 @@ and out, no Kedro, no Flower), so a Flower job carries it as is.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from fdrmfl_pipeline.core.client import LocalTrainConfig
@@ -35,7 +35,6 @@ class TrainingSetup:
     x_scaling: str = "per_feature"
     num_threads: int = 1
     resume: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)  # reserved; always empty today
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -129,7 +128,6 @@ class TrainingSetup:
             "x_scaling": self.x_scaling,
             "num_threads": self.num_threads,
             "resume": self.resume,
-            "extra": dict(self.extra),
         }
 
     @classmethod
@@ -146,7 +144,6 @@ class TrainingSetup:
             x_scaling=d["x_scaling"],
             num_threads=int(d["num_threads"]),
             resume=bool(d["resume"]),
-            extra=dict(d.get("extra", {})),
         )
 
     # ------------------------------------------------------------------ what engines share

@@ -22,6 +22,7 @@ from fdrmfl_pipeline.errors import (
     EmptyDataError,
     InputDataError,
     MissingColumnError,
+    NonFiniteValueError,
     NonNumericColumnError,
     OverlappingModalityError,
     ShapeMismatchError,
@@ -172,8 +173,6 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 def check_columns(values: np.ndarray, cols: list, ids: np.ndarray, what: str, source: str) -> None:
     """NaN / inf, or a finite value that overflows float32 (the modalities' storage type):
     the error names the column, the count and the first sample id."""
-    from fdrmfl_pipeline.errors import NonFiniteValueError
-
     bad = ~np.isfinite(values)
     kind = "NaN/inf value(s)"
     if not bad.any():

@@ -20,7 +20,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fdrmfl_pipeline.core.client import ClientUpdate, LocalTrainConfig
 from fdrmfl_pipeline.core.clientdata import Scaler, SufficientStats, federated_scaler
-from fdrmfl_pipeline.core.engine import TrainingResult, run_rounds
+from fdrmfl_pipeline.core.engine import TrainingResult, jsonable, run_rounds
 from fdrmfl_pipeline.flower.job import FlowerJob
 from fdrmfl_pipeline.flower.records import (
     State,
@@ -279,17 +279,9 @@ def save_result(result: TrainingResult, scalers: dict[int, Scaler], job: FlowerJ
         "rounds_run": result.rounds_run,
     }
     tmp = out / f"{RESULT_JSON}.tmp"
-    tmp.write_text(json.dumps(meta, default=_jsonable))
+    tmp.write_text(json.dumps(meta, default=jsonable))
     os.replace(tmp, out / RESULT_JSON)
     return out / RESULT_JSON
-
-
-def _jsonable(v):
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    raise TypeError(f"cannot write {type(v).__name__} to the result JSON")
 
 
 def load_result(out_dir: Path) -> tuple[dict, State]:
