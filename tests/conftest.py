@@ -14,6 +14,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_CORN = PROJECT_ROOT.parent / "shared" / "datasets" / "corn"
 TECATOR_CSV = PROJECT_ROOT / "data" / "01_raw" / "tecator" / "tecator.csv"
+EXAMPLE_SITES = PROJECT_ROOT / "data" / "01_raw" / "example_sites"
 
 
 @pytest.fixture(scope="session")
@@ -30,8 +31,8 @@ def corn_dir() -> Path:
 
 
 def make_project(root: Path, flower_app: bool = False) -> Path:
-    """A copy of the project's configuration (and the committed Tecator data) in ``root``:
-    Kedro runs there never touch the real data/ folder."""
+    """A copy of the project's configuration (and the committed Tecator data and generated
+    example table) in ``root``: Kedro runs there never touch the real data/ folder."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT_ROOT / "pyproject.toml", root / "pyproject.toml")
     shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
@@ -40,6 +41,7 @@ def make_project(root: Path, flower_app: bool = False) -> Path:
     raw = root / "data" / "01_raw" / "tecator"
     raw.mkdir(parents=True)
     shutil.copy(TECATOR_CSV, raw / "tecator.csv")
+    shutil.copytree(EXAMPLE_SITES, root / "data" / "01_raw" / "example_sites")
     if flower_app:
         shutil.copytree(PROJECT_ROOT / "flower_app", root / "flower_app")
     return root

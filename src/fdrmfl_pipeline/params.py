@@ -437,8 +437,24 @@ class BaselinesParams(_Strict):
         return v
 
 
+class SelectionParams(_Strict):
+    rule: Literal["auto", "val"] = Field(
+        "auto",
+        description="val: lowest pooled validation MSE; auto: the same, but only regressors with "
+        "linear tails (ridge, pls, head) when validation targets leave the training range",
+    )
+    max_outside_share: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="auto: share of validation targets outside their client's training range "
+        "above which bounded regressors (rf, gp, gp_fed, mean) are set aside",
+    )
+
+
 class EvaluationParams(_Strict):
     experiment: str = "default"
+    selection: SelectionParams = SelectionParams()
 
 
 class ReportingParams(_Strict):

@@ -122,3 +122,20 @@ def test_a_predefined_split_may_hold_val_rows():
     assert (a["split"].to_numpy() == split).all()
     b = partition(ids, y, MODS, split, PartitionOptions(scheme="iid"), seeding.rng(0, "p"))
     assert (b["split"].to_numpy() == split).all()  # val rows kept, none carved at random
+
+
+def test_rows_with_the_same_time_stay_together():
+    """Several sites per day: a time block or a chronological hold-out never cuts a day."""
+    from fdrmfl_pipeline.core.partition import last_fraction, natural_clients
+
+    order = np.repeat(np.arange(100, dtype=float), 3)  # 100 days x 3 rows
+    client, names = natural_clients("time_blocks", 4, None, order)
+    for day in range(100):
+        assert len(set(client[order == day])) == 1
+    assert len(names) == 4 and np.bincount(client).min() >= 72
+    rows = np.arange(len(order))
+    held = last_fraction(rows, 0.2, order, "test")
+    assert set(order[held]) == set(range(80, 100))  # whole days only
+    # a tie bigger than the hold-out takes every tied row, unless that would take them all
+    assert len(last_fraction(np.arange(4), 0.25, np.array([0.0, 1.0, 1.0, 1.0]), "test")) == 3
+    assert len(last_fraction(np.arange(3), 0.4, np.ones(3), "test")) == 1

@@ -3,12 +3,13 @@
 Flow (:func:`partition`): (1) a global train/test split (the source's predefined split, or a
 random ``test_fraction``); (2) the scheme assigns every sample of each pool (train pool, test pool)
 to a client, drawing client-level parameters once so a client's test data follows the same
-distribution as its training data; (3) ``val`` is carved at random from each client's training part.
+distribution as its training data; (3) ``val`` is carved from each client's training part (at random, or its last rows in time).
 Test data is never looked at to make decisions: quantile bins are computed on the train pool.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -16,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from fdrmfl_pipeline.errors import PartitionError
+
+logger = logging.getLogger(__name__)
 
 SCHEMES = (
     "paper",
@@ -227,8 +230,10 @@ def natural_clients(
     n = len(order)
     if n < n_clients:
         raise PartitionError(f"{n} rows cannot make {n_clients} time blocks")
-    rank = np.empty(n, dtype=np.int64)
-    rank[np.argsort(np.asarray(order, np.float64), kind="stable")] = np.arange(n)
+    values = np.asarray(order, np.float64)
+    # rows with the same time (several sites on one day) stay in one block: each row's rank is
+    # the number of rows strictly before it in time
+    rank = np.searchsorted(np.sort(values), values, side="left")
     client = (rank * n_clients) // n
     edges = [float(np.min(np.asarray(order)[client == c])) for c in range(n_clients)]
     return client.astype(np.int64), [f"period from {e:g}" for e in edges]
@@ -238,7 +243,8 @@ def last_fraction(
     rows: np.ndarray, fraction: float, order: np.ndarray | None, what: str
 ) -> np.ndarray:
     """The last ``fraction`` of ``rows`` by ``order`` (at least one, and one left over when
-    there are two or more): a chronological hold-out."""
+    there are two or more): a chronological hold-out. Rows sharing the cut's time go to the
+    hold-out together (unless that would take every row, then none of them does)."""
     if order is None:
         raise PartitionError(
             f"partitioning.{what}_strategy 'last' needs ingestion.table.order_column"
@@ -247,7 +253,17 @@ def last_fraction(
     if len(rows) >= 2:
         k = min(max(k, 1), len(rows) - 1)
     ranked = rows[np.argsort(np.asarray(order)[rows], kind="stable")]
-    return ranked[len(ranked) - k :] if k else ranked[:0]
+    if not k:
+        return ranked[:0]
+    values = np.asarray(order)[ranked]
+    start = len(ranked) - k
+    first_tied = int(np.searchsorted(values, values[start], side="left"))
+    if first_tied > 0:
+        start = first_tied
+    else:
+        after = int(np.searchsorted(values, values[start], side="right"))
+        start = after if after < len(ranked) else start
+    return ranked[start:]
 
 
 def global_test_mask(
@@ -376,6 +392,12 @@ def partition(
             raise PartitionError(
                 f"partitioning.{what}_strategy '{value}' is not one of {SPLIT_STRATEGIES}"
             )
+    if opts.test_strategy == "last" and opts.val_strategy == "random" and opts.val_fraction > 0:
+        logger.warning(
+            "partitioning: the test split is chronological (test_strategy: last) but validation "
+            "is random (val_strategy: random): validation will not show a later period, so "
+            "early stopping and the regressor choice cannot see a trend; set val_strategy: last"
+        )
     if opts.scheme in NATURAL:
         return _partition_natural(
             sample_ids, targets, modalities, predefined_split, opts, rng, client_keys, order

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 
 from fdrmfl_pipeline.params import EvaluationParams
+
+logger = logging.getLogger(__name__)
 
 POOLED = -1  # the ``client`` value of rows pooled over all clients
 
@@ -45,3 +49,24 @@ def compute_metrics(
     out = pd.DataFrame(rows)
     out["scope"] = out["client"].map(lambda c: "pooled" if c == POOLED else "client")
     return out.assign(experiment=params.experiment, seed=seed, strategy=strategy)
+
+
+def choose_regressors(
+    evaluation_metrics: pd.DataFrame, extracted_features: pd.DataFrame, params: EvaluationParams
+) -> pd.DataFrame:
+    """Per method, the regressor that represents it, chosen on validation rows only by
+    ``params.selection`` (core.selection), with the reason."""
+    from fdrmfl_pipeline.core.selection import SelectionRule, choose_regressors, outside_share
+
+    rule = SelectionRule(**params.selection.model_dump())
+    share = outside_share(extracted_features[["client", "split", "target"]])
+    out = choose_regressors(evaluation_metrics, share, rule)
+    if out["restricted"].any():
+        logger.warning(
+            "%.0f %% of validation targets lie outside their client's training range: only "
+            "regressors with linear tails may represent a method (evaluation.selection)",
+            100 * share,
+        )
+    for r in out.itertuples():
+        logger.info("%s is represented by %s: %s", r.method, r.regressor, r.reason)
+    return out

@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import compute_metrics
+from .nodes import choose_regressors, compute_metrics
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -19,6 +19,16 @@ def create_pipeline(**kwargs) -> Pipeline:
                 },
                 outputs="evaluation_metrics",
                 name="compute_metrics",
-            )
+            ),
+            Node(
+                func=choose_regressors,
+                inputs={
+                    "evaluation_metrics": "evaluation_metrics",
+                    "extracted_features": "extracted_features",
+                    "params": "params:evaluation",
+                },
+                outputs="regressor_choice",
+                name="choose_regressors",
+            ),
         ]
     )

@@ -18,13 +18,9 @@ from fdrmfl_pipeline.params import ReportingParams
 LOSS_COLUMNS = ("train_loss", "loss_mse", "loss_mi", "loss_skl", "loss_con", "val_mse")
 
 
-def best_regressors(evaluation_metrics: pd.DataFrame) -> pd.DataFrame:
-    """Per method, the regressor with the lowest pooled validation MSE."""
-    val = evaluation_metrics[
-        (evaluation_metrics["split"] == "val") & (evaluation_metrics["scope"] == "pooled")
-    ]
-    idx = val.groupby("method")["mse"].idxmin()
-    return val.loc[idx, ["method", "regressor"]].reset_index(drop=True)
+def chosen(regressor_choice: pd.DataFrame) -> dict[str, str]:
+    """method -> the regressor that represents it (the evaluation stage's choice on val)."""
+    return dict(zip(regressor_choice["method"], regressor_choice["regressor"], strict=True))
 
 
 def metrics_table(evaluation_metrics: pd.DataFrame, split: str, value: str = "mse") -> pd.DataFrame:
@@ -67,12 +63,11 @@ def plot_loss_curves(
 
 
 def plot_pred_vs_actual(
-    predictions: pd.DataFrame, evaluation_metrics: pd.DataFrame, params: ReportingParams
+    predictions: pd.DataFrame, regressor_choice: pd.DataFrame, params: ReportingParams
 ) -> Any:
-    """Predicted vs actual per client for the trained model's best regressor (chosen on val)."""
-    best = best_regressors(evaluation_metrics)
+    """Predicted vs actual per client for the trained model's chosen regressor."""
     methods = predictions["method"].unique()
-    reg = best.set_index("method")["regressor"].get(methods[0], "head") if len(methods) else "head"
+    reg = chosen(regressor_choice).get(methods[0], "head") if len(methods) else "head"
     sel = predictions[(predictions["regressor"] == reg) & (predictions["split"] == params.split)]
     clients = sorted(sel["client"].unique())
     fig, axes = _new_figure(max(1, len(clients)))
@@ -91,10 +86,13 @@ def plot_pred_vs_actual(
     return fig
 
 
-def plot_metric_bars(evaluation_metrics: pd.DataFrame, params: ReportingParams) -> Any:
-    """Per-client MSE across methods (each with its best regressor, chosen on val)."""
-    best = best_regressors(evaluation_metrics)
-    m = evaluation_metrics.merge(best, on=["method", "regressor"])
+def plot_metric_bars(
+    evaluation_metrics: pd.DataFrame, regressor_choice: pd.DataFrame, params: ReportingParams
+) -> Any:
+    """Per-client MSE across methods (each with its chosen regressor)."""
+    m = evaluation_metrics.merge(
+        regressor_choice[["method", "regressor"]], on=["method", "regressor"]
+    )
     m = m[(m["split"] == params.split) & (m["scope"] == "client")]
     pivot = m.pivot_table(index="client", columns="method", values="mse")
     fig, axes = _new_figure(1, width=max(6.0, 0.5 * pivot.size), height=3.2)
@@ -106,7 +104,7 @@ def plot_metric_bars(evaluation_metrics: pd.DataFrame, params: ReportingParams) 
     ax.set_ylabel(f"{params.split} MSE")
     # outside the axes: a legend must never hide a bar
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.suptitle("Per-client MSE by method (best regressor per method on val)")
+    fig.suptitle("Per-client MSE by method (each with its chosen regressor)")
     return fig
 
 
@@ -157,10 +155,13 @@ def dataset_label(parameters: dict) -> tuple[str, str]:
     )
 
 
-def verdict(evaluation_metrics: pd.DataFrame, model_method: str, split: str) -> str:
-    """One sentence: the model (its regressor chosen on val) against the best baseline (chosen
-    on val) and the train-mean predictor, on ``split``, pooled over every client's rows."""
-    best = best_regressors(evaluation_metrics).set_index("method")["regressor"]
+def verdict(
+    evaluation_metrics: pd.DataFrame, regressor_choice: pd.DataFrame, model_method: str, split: str
+) -> str:
+    """One sentence: the model (its chosen regressor) against the best baseline on validation
+    (its chosen regressor) and the train-mean predictor, on ``split``, pooled over every
+    client's rows."""
+    best = pd.Series(chosen(regressor_choice))
     pooled = evaluation_metrics[
         (evaluation_metrics["scope"] == "pooled") & (evaluation_metrics["split"] == split)
     ]
@@ -174,19 +175,15 @@ def verdict(evaluation_metrics: pd.DataFrame, model_method: str, split: str) -> 
     ours = row(model_method)
     if ours is None:
         return f"No {split} metrics for {model_method}."
-    val = evaluation_metrics[
-        (evaluation_metrics["scope"] == "pooled") & (evaluation_metrics["split"] == "val")
-    ]
     rivals = [m for m in best.index if m != model_method and m not in NOT_BASELINES]
     text = (
         f"{model_method} + {ours['regressor']}: {split} MSE {ours['mse']:.4g} "
         f"(RMSE {ours['rmse']:.4g}, R² {ours['r2']:.3f})"
     )
     if rivals:
-        v = val[val.apply(lambda r: best.get(r["method"]) == r["regressor"], axis=1)]
-        v = v[v["method"].isin(rivals)]
+        v = regressor_choice[regressor_choice["method"].isin(rivals)]
         if not v.empty:
-            rival = v.sort_values("mse")["method"].iloc[0]
+            rival = v.sort_values(["val_mse", "method"])["method"].iloc[0]
             b = row(rival)
             if b is not None:
                 change = 100.0 * (ours["mse"] - b["mse"]) / b["mse"]
@@ -240,8 +237,40 @@ def _table_html(table: pd.DataFrame, higher_is_better: bool = False) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
+def _selection_note(regressor_choice: pd.DataFrame, parameters: dict) -> str:
+    from fdrmfl_pipeline.core.selection import SelectionRule, describe
+
+    ev = parameters.get("evaluation")
+    ev = ev.model_dump() if hasattr(ev, "model_dump") else dict(ev or {})
+    rule = SelectionRule(**ev.get("selection", {}))
+    share = (
+        float(regressor_choice["val_outside_share"].iloc[0])
+        if len(regressor_choice)
+        else float("nan")
+    )
+    part = parameters.get("partitioning")
+    part = part.model_dump() if hasattr(part, "model_dump") else dict(part or {})
+    val_rule = (
+        "each client's last training rows by the order column (val_strategy: last)"
+        if part.get("val_strategy") == "last"
+        else "a random share of each client's training rows (val_strategy: random)"
+    )
+    return f"{describe(rule, share)} Validation rows: {val_rule}."
+
+
+def _choice_html(regressor_choice: pd.DataFrame) -> str:
+    head = "<tr><th>method</th><th>regressor</th><th>val MSE (pooled)</th><th>why</th></tr>"
+    body = "".join(
+        f"<tr><td>{html.escape(str(r.method))}</td><td>{html.escape(str(r.regressor))}</td>"
+        f"<td>{r.val_mse:.5g}</td><td style='text-align:left'>{html.escape(str(r.reason))}</td></tr>"
+        for r in regressor_choice.itertuples()
+    )
+    return f"<table>{head}{body}</table>"
+
+
 def build_report(
     evaluation_metrics: pd.DataFrame,
+    regressor_choice: pd.DataFrame,
     training_history: pd.DataFrame,
     predictions: pd.DataFrame,
     extracted_features: pd.DataFrame,
@@ -263,16 +292,16 @@ def build_report(
         "Training history (loss terms and validation MSE per round)": plot_loss_curves(
             training_history
         ),
-        "Predicted vs actual": plot_pred_vs_actual(predictions, evaluation_metrics, params),
-        "Per-client MSE by method": plot_metric_bars(evaluation_metrics, params),
+        "Predicted vs actual": plot_pred_vs_actual(predictions, regressor_choice, params),
+        "Per-client MSE by method": plot_metric_bars(evaluation_metrics, regressor_choice, params),
         "Z projection": plot_z_projection(extracted_features),
     }
     exp = evaluation_metrics["experiment"].iloc[0] if len(evaluation_metrics) else ""
     table = metrics_table(evaluation_metrics, params.split)
-    best = best_regressors(evaluation_metrics)
     plain = {k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in parameters.items()}
     data_name, unit = dataset_label(parameters)
     model_method = str(predictions["method"].iloc[0]) if len(predictions) else ""
+    selection_note = _selection_note(regressor_choice, parameters)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(params.title)}</title><style>body{{font-family:sans-serif;margin:2em;}}"
@@ -280,7 +309,7 @@ def build_report(
         "text-align:right}td.best{font-weight:bold;background:#dfd}pre{background:#f6f6f6;padding:1em;"
         "font-size:12px;max-height:30em;overflow:auto}img{max-width:100%}</style></head><body>",
         f"<h1>{html.escape(params.title)}</h1>",
-        f"<p class='verdict'><b>{html.escape(verdict(evaluation_metrics, model_method, params.split))}</b></p>",
+        f"<p class='verdict'><b>{html.escape(verdict(evaluation_metrics, regressor_choice, model_method, params.split))}</b></p>",
         f"<p>Data: <b>{html.escape(data_name)}</b>, target in {html.escape(unit)}; experiment "
         f"<b>{html.escape(str(exp))}</b>. MSE in the target's units (squared) on the "
         f"<b>{params.split}</b> split; best per column in bold. <i>pooled</i>: the metric over "
@@ -290,11 +319,8 @@ def build_report(
         f"<p>{html.escape(client_identity_note(evaluation_metrics, params.split))}</p>",
         f"<h3>R² on the {params.split} split, per client and pooled</h3>",
         _table_html(metrics_table(evaluation_metrics, params.split, "r2"), higher_is_better=True),
-        "<p>Best regressor per method (chosen on the validation split): "
-        + ", ".join(
-            f"{html.escape(r.method)}: {html.escape(r.regressor)}" for r in best.itertuples()
-        )
-        + "</p>",
+        f"<h3>Which regressor represents each method</h3><p>{html.escape(selection_note)}</p>",
+        _choice_html(regressor_choice),
     ]
     for title, fig in figures.items():
         parts.append(

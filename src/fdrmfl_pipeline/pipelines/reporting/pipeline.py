@@ -17,13 +17,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(plot_loss_curves, "training_history", "loss_curves_plot", name="plot_loss_curves"),
             Node(
                 plot_pred_vs_actual,
-                ["predictions", "evaluation_metrics", "params:reporting"],
+                ["predictions", "regressor_choice", "params:reporting"],
                 "pred_vs_actual_plot",
                 name="plot_pred_vs_actual",
             ),
             Node(
                 plot_metric_bars,
-                ["evaluation_metrics", "params:reporting"],
+                ["evaluation_metrics", "regressor_choice", "params:reporting"],
                 "metric_bars_plot",
                 name="plot_metric_bars",
             ),
@@ -37,6 +37,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 build_report,
                 {
                     "evaluation_metrics": "evaluation_metrics",
+                    "regressor_choice": "regressor_choice",
                     "training_history": "training_history",
                     "predictions": "predictions",
                     "extracted_features": "extracted_features",
