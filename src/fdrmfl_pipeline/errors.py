@@ -51,6 +51,11 @@ class ConfigError(FdrmflError):
     """Parameters that are individually valid but inconsistent with the data."""
 
 
+class PrivacyBudgetError(ConfigError):
+    """The configured differential-privacy noise would spend more than the budget allows;
+    raised before any training."""
+
+
 class StoredArtifactError(FdrmflError):
     """A stored artifact (a version of a catalog dataset) cannot be read: truncated, corrupt or
     not in the expected safe format."""

@@ -309,6 +309,35 @@ class ExperimentalParams(_Strict):
     )
 
 
+class PrivacyParams(_Strict):
+    """Client-level differential privacy of the training job (docs/privacy.md)."""
+
+    mode: Literal["off", "central"] = Field(
+        "off",
+        description="central: the server clips each client's model change and adds Gaussian "
+        "noise to their sum (DP-FedAvg); off: no differential privacy",
+    )
+    clip: float = Field(1.0, gt=0.0, description="L2 bound on one client's model change per round")
+    noise_multiplier: float | None = Field(
+        None, ge=0.0, description="noise std / clip; or give target_epsilon"
+    )
+    target_epsilon: float | None = Field(
+        None, gt=0.0, description="solve for the noise that spends exactly this epsilon"
+    )
+    delta: float = Field(1e-5, gt=0.0, lt=1.0)
+    max_epsilon: float | None = Field(
+        None, gt=0.0, description="refuse to train when the job would spend more"
+    )
+
+    @model_validator(mode="after")
+    def _one_noise_source(self) -> PrivacyParams:
+        if self.mode == "central" and (self.noise_multiplier is None) == (
+            self.target_epsilon is None
+        ):
+            raise ValueError("mode central needs exactly one of noise_multiplier, target_epsilon")
+        return self
+
+
 class TrainingParams(_Strict):
     strategy: Literal["fdrmfl", "fedavg", "fedprox", "moon", "local", "central"] = "fdrmfl"
     engine: Literal["inprocess", "flower-simulation"] = "inprocess"
@@ -318,6 +347,7 @@ class TrainingParams(_Strict):
     optimizer: OptimizerParams = OptimizerParams()
     loss: LossParams = LossParams()
     federation: FederationParams = FederationParams()
+    privacy: PrivacyParams = PrivacyParams()
     experimental: ExperimentalParams = ExperimentalParams()
     resume: bool = False
     num_threads: int = Field(1, ge=1, description="torch threads (fixed for bit-identical results)")

@@ -244,3 +244,39 @@ def test_simulated_failure_below_min_clients_stops_and_keeps_the_checkpoint(tmp_
 
     assert checkpoint_round(ck) == 1
     assert int(torch.load(ck, weights_only=True)["round"]) == 1
+
+
+DP = {
+    "training": {
+        "privacy": {"mode": "central", "target_epsilon": 4.0, "clip": 0.5},
+        "warm_start": {"kind": "none"},
+        "data": {"scaling": "local"},
+        "federation": {"early_stopping": {"enabled": False}},
+    }
+}
+
+
+def test_differential_privacy_is_bit_identical_on_flower_and_states_its_epsilon(tmp_path):
+    """Client-level DP (clipping, seeded noise, Poisson client sampling) lives in the server
+    loop every engine shares: same weights on Flower; epsilon <= 4 stored with the model."""
+    import pandas as pd
+
+    project = make_project(tmp_path / "p")
+    params = _merge(SMALL, DP)
+    run_session(project, ["ingestion", "partitioning", "training"], params)
+    inproc = _bundle(project)
+    run_session(
+        project, ["training"], _merge(params, {"training": {"engine": "flower-simulation"}})
+    )
+    sim = _bundle(project)
+    for k in inproc["state_dict"]:
+        assert torch.equal(inproc["state_dict"][k], sim["state_dict"][k]), k
+    for bundle in (inproc, sim):
+        privacy = json.loads(bundle["meta"])["privacy"]
+        assert privacy["mode"] == "central" and 3.9 < privacy["epsilon"] <= 4.0 + 1e-6
+        assert privacy["sample_rate"] == 0.7 and privacy["rounds"] == 2
+    h = pd.read_parquet(
+        sorted((project / "data/07_model_output/training_history.parquet").glob("*/*"))[-1]
+    )
+    assert h["val_mse"].isna().all()  # no per-round validation release under DP
+    assert h.groupby("round")["epsilon"].first().is_monotonic_increasing

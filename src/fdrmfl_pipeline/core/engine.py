@@ -29,6 +29,7 @@ from fdrmfl_pipeline.core.client import (
 )
 from fdrmfl_pipeline.core.clientdata import ClientData, Scaler, pool_clients
 from fdrmfl_pipeline.core.model import ModelConfig, build_model
+from fdrmfl_pipeline.core.privacy import DPSettings, poisson_sample, private_average
 
 logger = logging.getLogger(__name__)
 State = dict[str, torch.Tensor]
@@ -46,6 +47,7 @@ class FederationConfig:
     min_delta: float = 0.0
     seed: int = 42
     min_clients: int = 1  # a round needs at least this many answering clients
+    dp: DPSettings = DPSettings()  # client-level differential privacy (core.privacy)
 
 
 class FederationError(RuntimeError):
@@ -422,6 +424,8 @@ def _train_round(
     local = fed.strategy == "local"
     if fed.strategy in ("local", "central"):
         selected = ids
+    elif fed.dp.enabled:  # Poisson sampling: what the accountant assumes
+        selected = poisson_sample(ids, fed.dp.sample_rate, fed.seed, rnd)
     else:
         selected = aggregation.sample_clients(ids, fed.client_fraction, fed.seed, rnd)
     jobs = {c: (progress.client_states[c] if local else progress.global_state) for c in selected}
@@ -440,10 +444,36 @@ def _train_round(
     return sorted(updates, key=lambda u: u.client_id)
 
 
-def _aggregate(fed: FederationConfig, updates: list[ClientUpdate], progress: _Progress) -> None:
-    """FedAvg in client order with server-side retention ('local': each keeps its own); a
-    model with NaN / inf weights stops the run (:class:`NonFiniteModelError`)."""
+def _aggregate(
+    fed: FederationConfig, updates: list[ClientUpdate], progress: _Progress, n_clients: int
+) -> None:
+    """FedAvg in client order with server-side retention ('local': each keeps its own), or the
+    clipped, noised average under differential privacy; a model with NaN / inf weights stops
+    the run (:class:`NonFiniteModelError`)."""
     from fdrmfl_pipeline.core.bundle import check_finite_state
+
+    if fed.dp.enabled:
+        rnd = progress.last_round + 1
+        new, info = private_average(
+            progress.global_state,
+            [(u.client_id, u.state) for u in updates],
+            fed.dp,
+            n_clients,
+            fed.seed,
+            rnd,
+        )
+        progress.global_state = aggregation.retain(new, progress.global_state, fed.retention)
+        logger.info(
+            "round %d: private aggregate of %d clients (mean update norm %.4g, %.0f %% clipped "
+            "at %g)",
+            rnd,
+            int(info["dp_clients"]),
+            info["dp_norm_mean"],
+            100 * info["dp_clipped_share"] if info["dp_clients"] else 0.0,
+            fed.dp.clip,
+        )
+        check_finite_state(progress.global_state, f"round {rnd}: the private aggregate")
+        return
 
     if fed.strategy == "local":
         for upd in updates:
@@ -471,11 +501,19 @@ def _validate_round(
     """Validate the new model(s) on every client's val split (original units), append the
     round's history rows, log the round and keep the best round; returns the mean val MSE."""
     local = fed.strategy == "local"
-    vals = runner.evaluate(
-        {c: (progress.client_states[c] if local else progress.global_state) for c in ids}
-    )
+    if fed.dp.enabled:  # a client's validation error would be a release the accountant omits
+        vals = dict.fromkeys(ids, float("nan"))
+    else:
+        vals = runner.evaluate(
+            {c: (progress.client_states[c] if local else progress.global_state) for c in ids}
+        )
     by_id = {u.client_id: u for u in updates}
     rows = [_history_row(rnd, c, by_id.get(c), runner.n_train(c), vals) for c in ids]
+    if fed.dp.enabled:  # the privacy spent so far, by the same accountant
+        from fdrmfl_pipeline.core.privacy import epsilon
+
+        eps = epsilon(fed.dp.noise_multiplier, fed.dp.sample_rate, rnd, fed.dp.delta)
+        rows = [{**r, "epsilon": eps, "delta": fed.dp.delta} for r in rows]
     progress.history.extend(rows)
     finite = [r["val_mse"] for r in rows if np.isfinite(r["val_mse"])]
     mean_val = float(np.mean(finite)) if finite else float("nan")
@@ -551,7 +589,7 @@ def run_rounds(
         if on_update is not None:
             for upd in updates:
                 on_update(upd)
-        _aggregate(fed, updates, progress)
+        _aggregate(fed, updates, progress, len(ids))
         mean_val = _validate_round(
             runner, fed, ids, rnd, updates, progress, time.perf_counter() - t_round
         )

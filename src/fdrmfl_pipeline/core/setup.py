@@ -15,11 +15,59 @@ from typing import TYPE_CHECKING, Any
 from fdrmfl_pipeline.core.client import LocalTrainConfig
 from fdrmfl_pipeline.core.engine import FederationConfig
 from fdrmfl_pipeline.core.model import ModelConfig
+from fdrmfl_pipeline.core.privacy import DPSettings
 from fdrmfl_pipeline.core.warmstart.protocol import WarmStartConfig
 
 if TYPE_CHECKING:  # the pydantic parameter model (fdrmfl_pipeline.params); never imported here
     from fdrmfl_pipeline.core.clientdata import ClientData, Scaler
     from fdrmfl_pipeline.core.modalities import MultimodalData
+
+
+def _privacy(params: Any) -> DPSettings:
+    """``training.privacy`` resolved (noise from target_epsilon, epsilon from the noise), after
+    refusing every setting that would release client data outside the accountant's view."""
+    from fdrmfl_pipeline.core.privacy import resolve
+    from fdrmfl_pipeline.errors import ConfigError
+
+    p = params.privacy
+    if p.mode == "off":
+        return DPSettings()
+    problems = []
+    if params.strategy in ("local", "central"):
+        problems.append(
+            f"training.strategy '{params.strategy}' has no federated aggregate to protect "
+            "(use fdrmfl, fedavg, fedprox or moon)"
+        )
+    if params.warm_start.kind != "none":
+        problems.append(
+            f"training.warm_start.kind '{params.warm_start.kind}' sends each client's "
+            "aggregate answers without noise (set it to none)"
+        )
+    if params.data.scaling != "local":
+        problems.append(
+            "training.data.scaling 'federated' sends each client's feature sums without noise "
+            "(set it to local)"
+        )
+    if params.federation.early_stopping.enabled:
+        problems.append(
+            "training.federation.early_stopping needs every client's validation error each "
+            "round, a release the accountant does not cover (set enabled: false)"
+        )
+    if problems:
+        raise ConfigError(
+            "training.privacy.mode 'central' protects the whole training job only if nothing "
+            "else leaves the clients: " + "; ".join(problems)
+        )
+    return resolve(
+        p.mode,
+        p.clip,
+        p.noise_multiplier,
+        p.target_epsilon,
+        p.delta,
+        p.max_epsilon,
+        params.federation.client_fraction,
+        params.federation.rounds,
+    )
 
 
 @dataclass(frozen=True)
@@ -81,6 +129,7 @@ class TrainingSetup:
             lambda_l1=lo.lambda_l1,
             anchor_mu=params.experimental.anchor_mu,
         )
+        dp = _privacy(params)
         fed = FederationConfig(
             strategy=params.strategy,
             rounds=f.rounds,
@@ -91,6 +140,7 @@ class TrainingSetup:
             min_delta=f.early_stopping.min_delta,
             seed=seed,
             min_clients=f.min_clients,
+            dp=dp,
         )
         w = params.warm_start
         ws = WarmStartConfig(
@@ -119,7 +169,7 @@ class TrainingSetup:
         return {
             "model": json.loads(self.model.to_json()),
             "local": asdict(self.local),
-            "federation": asdict(self.federation),
+            "federation": asdict(self.federation),  # dp: a nested dict
             "warm_start": asdict(self.warm_start),
             "modalities": list(self.modalities),
             "strategy": self.strategy,
@@ -135,7 +185,9 @@ class TrainingSetup:
         return cls(
             model=ModelConfig.from_json(json.dumps(d["model"])),
             local=LocalTrainConfig(**d["local"]),
-            federation=FederationConfig(**d["federation"]),
+            federation=FederationConfig(
+                **{**d["federation"], "dp": DPSettings(**d["federation"]["dp"])}
+            ),
             warm_start=WarmStartConfig(**d["warm_start"]),
             modalities=tuple(d["modalities"]),
             strategy=d["strategy"],

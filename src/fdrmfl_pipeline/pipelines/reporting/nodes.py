@@ -215,6 +215,23 @@ def client_identity_note(evaluation_metrics: pd.DataFrame, split: str) -> str:
     )
 
 
+def privacy_note(training_history: pd.DataFrame) -> str:
+    """What the run promises about privacy, from the history the accountant wrote."""
+    if "epsilon" not in training_history or training_history["epsilon"].isna().all():
+        return (
+            "Privacy: raw data stayed on the clients; no differential privacy "
+            "(training.privacy.mode off), so the server saw each client's model updates."
+        )
+    last = training_history.sort_values("round").iloc[-1]
+    return (
+        f"Privacy: client-level differential privacy, (ε = {last['epsilon']:.3g}, "
+        f"δ = {last['delta']:.3g}) for the whole training job after {int(last['round'])} "
+        "rounds (RDP accountant of the sampled Gaussian mechanism; clipped model changes, "
+        "Gaussian noise on their sum at the server). The downstream regressors and this "
+        "report's metrics are computed on the clients' own rows and are not covered."
+    )
+
+
 def _png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -310,6 +327,7 @@ def build_report(
         "font-size:12px;max-height:30em;overflow:auto}img{max-width:100%}</style></head><body>",
         f"<h1>{html.escape(params.title)}</h1>",
         f"<p class='verdict'><b>{html.escape(verdict(evaluation_metrics, regressor_choice, model_method, params.split))}</b></p>",
+        f"<p class='privacy'>{html.escape(privacy_note(training_history))}</p>",
         f"<p>Data: <b>{html.escape(data_name)}</b>, target in {html.escape(unit)}; experiment "
         f"<b>{html.escape(str(exp))}</b>. MSE in the target's units (squared) on the "
         f"<b>{params.split}</b> split; best per column in bold. <i>pooled</i>: the metric over "

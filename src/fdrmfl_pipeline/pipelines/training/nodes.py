@@ -36,6 +36,18 @@ def train_model(
 
     setup, _ = training_setup(multimodal_dataset, params, seed)
     setup.setup_torch()
+    dp = setup.federation.dp
+    if dp.enabled:
+        logger.info(
+            "Differential privacy (client level, central): noise multiplier %.4g, clip %g, "
+            "client sampling rate %g, %d rounds -> epsilon %.3f at delta %g for the whole job",
+            dp.noise_multiplier,
+            dp.clip,
+            dp.sample_rate,
+            dp.rounds,
+            dp.epsilon,
+            dp.delta,
+        )
     result, scalers = engines.train(
         setup, multimodal_dataset, client_assignments, seed, Path(checkpoint_dir)
     )
@@ -46,6 +58,10 @@ def train_model(
         "best_round": result.best_round,
         "rounds_run": result.rounds_run,
     }
+    if dp.enabled:
+        from dataclasses import asdict
+
+        meta["privacy"] = asdict(dp)
     bundle = make_bundle(setup.model, result.global_state, scalers, result.client_states, meta)
     history = pd.DataFrame(result.history).assign(strategy=params.strategy)
     return bundle, history
