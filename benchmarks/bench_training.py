@@ -10,7 +10,10 @@ reference partition has no validation rows, so the warm start keeps every PLS co
     .venv/bin/python benchmarks/bench_training.py            # 3, 10, 50 clients; 1 and 2 threads
     .venv/bin/python benchmarks/bench_training.py --clients 3 --threads 1 --warm-start none
 
-Prints a table and writes ``benchmarks/results/bench_training.{md,json}``.
+    .venv/bin/python benchmarks/bench_training.py --clients 100 --rounds 50 --threads 1 \
+        --scheme quantity_skew --out bench_scale                # 100 unequal clients x 50 rounds
+
+Prints a table and writes ``benchmarks/results/<out>.{md,json}`` (default ``bench_training``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ logger = logging.getLogger("bench_training")
 
 
 def run_one(
-    n_clients: int, threads: int, rounds: int, epochs: int, seed: int, warm_start: str
+    n_clients: int,
+    threads: int,
+    rounds: int,
+    epochs: int,
+    seed: int,
+    warm_start: str,
+    scheme: str = "paper",
 ) -> dict:
     import numpy as np
     import torch
@@ -63,7 +72,7 @@ def run_one(
         data.target,
         data.modality_names,
         data.split,
-        PartitionOptions(scheme="paper", n_clients=n_clients, val_fraction=0.0),
+        PartitionOptions(scheme=scheme, n_clients=n_clients, val_fraction=0.0),
         seeding.rng(seed, "partition"),
     )
     clients, scalers = build_clients(data, assign, data.modality_names, "federated", seed)
@@ -83,6 +92,7 @@ def run_one(
     n_train = sum(clients[c].train.n for c in clients)
     return {
         "clients": n_clients,
+        "scheme": scheme,
         "threads": threads,
         "warm_start": warm_start,
         "seconds_warm_start": warm_wall,
@@ -107,6 +117,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--warm-start", default="pls", choices=["none", "pls", "lasso"])
+    ap.add_argument(
+        "--scheme", default="paper", help="partition scheme (quantity_skew: unequal clients)"
+    )
+    ap.add_argument("--out", default="bench_training", help="results file name (no suffix)")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -120,6 +134,7 @@ def main() -> None:
                     args.epochs,
                     args.seed,
                     args.warm_start,
+                    args.scheme,
                 )
             )
         )
@@ -145,6 +160,8 @@ def main() -> None:
                     str(args.seed),
                     "--warm-start",
                     args.warm_start,
+                    "--scheme",
+                    args.scheme,
                 ],
                 capture_output=True,
                 text=True,
@@ -165,13 +182,14 @@ def main() -> None:
     table = "\n".join(lines)
     meta = f"{platform.processor() or platform.machine()}, python {platform.python_version()}"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_training.md").write_text(
-        f"# bench_training\n\nf1, 2000 train / 500 test, {args.rounds} rounds x {args.epochs} local epochs, "
+    (RESULTS / f"{args.out}.md").write_text(
+        f"# {args.out}\n\nf1, 2000 train / 500 test, partition {args.scheme}, {args.rounds} rounds x "
+        f"{args.epochs} local epochs, "
         f"warm start {args.warm_start}, seed {args.seed}; {meta}; "
         f"`{' '.join(['.venv/bin/python', 'benchmarks/bench_training.py', *sys.argv[1:]])}`"
         + f"\n\n{table}\n"
     )
-    (RESULTS / "bench_training.json").write_text(json.dumps(rows, indent=2))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(rows, indent=2))
     sys.stdout.write(table + "\n")
 
 

@@ -42,6 +42,12 @@ EPSILONS = (math.inf, 8.0, 4.0, 2.0, 1.0)
 DATA = {
     "sim_f1": (None, {"ingestion": {"source": "synthetic"}}),
     "tecator_fat": ("paper_tecator", {}),
+    # the same simulation over 30 IID clients: the noise on the average shrinks with the number
+    # of clients, the per-client baselines weaken with fewer rows each
+    "sim_f1_30_clients": (
+        None,
+        {"ingestion": {"source": "synthetic"}, "partitioning": {"scheme": "iid", "n_clients": 30}},
+    ),
 }
 PRIVATE_BASE = {
     "training": {

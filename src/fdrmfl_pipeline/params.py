@@ -207,6 +207,29 @@ class EarlyStoppingParams(_Strict):
     min_delta: float = Field(0.0, ge=0.0)
 
 
+class MembershipParams(_Strict):
+    join: int = Field(1, ge=1, description="first round the client takes part in")
+    leave: int | None = Field(None, ge=1, description="last round; null: to the end")
+
+    @model_validator(mode="after")
+    def _order(self) -> MembershipParams:
+        if self.leave is not None and self.leave < self.join:
+            raise ValueError(f"leave={self.leave} is before join={self.join}")
+        return self
+
+
+class AvailabilityParams(_Strict):
+    """A dynamic federation: who can take part in which round."""
+
+    probability: float = Field(
+        1.0, gt=0.0, le=1.0, description="each member is online in a round with this probability"
+    )
+    schedule: dict[int, MembershipParams] = Field(
+        default_factory=dict,
+        description="client id -> {join, leave} rounds; clients not listed take part throughout",
+    )
+
+
 class DataParams(_Strict):
     """What the model is trained on and how inputs are scaled."""
 
@@ -290,6 +313,7 @@ class FederationParams(_Strict):
     )
     retention: float = Field(0.0, ge=0.0, lt=1.0, description="theta <- (1-r)*FedAvg + r*theta_old")
     early_stopping: EarlyStoppingParams = EarlyStoppingParams()
+    availability: AvailabilityParams = AvailabilityParams()
 
 
 class ExperimentalParams(_Strict):

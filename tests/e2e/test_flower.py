@@ -280,3 +280,43 @@ def test_differential_privacy_is_bit_identical_on_flower_and_states_its_epsilon(
     )
     assert h["val_mse"].isna().all()  # no per-round validation release under DP
     assert h.groupby("round")["epsilon"].first().is_monotonic_increasing
+
+
+def test_a_dynamic_federation_is_bit_identical_on_flower(tmp_path):
+    """Clients joining late, leaving early and dropping out at random run the same rounds on
+    Flower simulation as in process: same weights, same participation."""
+    import pandas as pd
+
+    project = make_project(tmp_path / "p")
+    churn = {
+        "training": {
+            "federation": {
+                "rounds": 3,
+                "client_fraction": 1.0,
+                "availability": {
+                    "probability": 0.8,
+                    "schedule": {2: {"join": 2}, 0: {"join": 1, "leave": 2}},
+                },
+            }
+        }
+    }
+    params = _merge(SMALL, churn)
+    run_session(project, ["ingestion", "partitioning", "training"], params)
+    inproc = _bundle(project)
+    h_in = pd.read_parquet(
+        sorted((project / "data/07_model_output/training_history.parquet").glob("*/*"))[-1]
+    )
+    run_session(
+        project, ["training"], _merge(params, {"training": {"engine": "flower-simulation"}})
+    )
+    sim = _bundle(project)
+    h_sim = pd.read_parquet(
+        sorted((project / "data/07_model_output/training_history.parquet").glob("*/*"))[-1]
+    )
+    for k in inproc["state_dict"]:
+        assert torch.equal(inproc["state_dict"][k], sim["state_dict"][k]), k
+    cols = ["round", "client", "participated", "val_mse"]
+    pd.testing.assert_frame_equal(h_in[cols], h_sim[cols])
+    trained = h_in[h_in["participated"]]
+    assert 2 not in set(trained.loc[trained["round"] == 1, "client"])
+    assert 0 not in set(trained.loc[trained["round"] == 3, "client"])

@@ -329,3 +329,92 @@ def test_a_torn_checkpoint_is_not_resumed(tmp_path, caplog):
         res = run_federated(config, clients, scalers, CFG, fed, checkpoint_path=ck, resume=True)
     assert "disagree on the round" in caplog.text
     assert sorted({r["round"] for r in res.history}) == [1, 2]
+
+
+def test_a_hundred_unequal_clients_train_in_process():
+    """Scale in small: 100 quantity-skewed clients (the largest over 5x the smallest), two rounds, every
+    client in each round, in client order; the full-size figure is benchmarks/bench_scale."""
+    from fdrmfl_pipeline.core import seeding
+    from fdrmfl_pipeline.core.clientdata import build_clients
+    from fdrmfl_pipeline.core.partition import PartitionOptions, partition
+
+    from ..tiny import SPECS, tiny_data
+
+    data = tiny_data(n=1500)
+    assign = partition(
+        data.sample_ids,
+        data.target,
+        data.modality_names,
+        data.split,
+        PartitionOptions(scheme="quantity_skew", n_clients=100, val_fraction=0.0, skew_power=0.5),
+        seeding.rng(0, "partition"),
+    )
+    sizes = assign[assign["split"] == "train"].groupby("client").size()
+    assert len(sizes) == 100 and sizes.max() > 5 * sizes.min()
+    clients, scalers = build_clients(data, assign, data.modality_names, "federated", 0)
+    from fdrmfl_pipeline.core.model import ModelConfig
+
+    config = ModelConfig.for_modalities(
+        [(s.name, s.kind, s.shape) for s in SPECS], latent_dim=4, hidden_dim=8, head_hidden=8
+    )
+    seen = []
+    res = run_federated(
+        config,
+        clients,
+        scalers,
+        LocalTrainConfig(local_epochs=1),
+        FederationConfig(rounds=2, early_stopping=False, seed=0),
+        on_update=lambda u: seen.append(u.client_id),
+    )
+    assert seen == list(range(100)) * 2
+    assert all(torch.isfinite(v).all() for v in res.global_state.values() if v.is_floating_point())
+
+
+def test_a_dynamic_federation_follows_its_schedule_and_availability():
+    """Client 2 joins at round 3, client 0 leaves after round 2; a late joiner starts from the
+    current global model; availability draws are seeded; a round nobody attends changes
+    nothing."""
+    _, _, clients, scalers, config = tiny_clients()
+    seen: list[tuple[int, int]] = []
+    rnd = {"r": 0}
+
+    def count(u):
+        seen.append((rnd["r"], u.client_id))
+
+    def tick(r, _):
+        rnd["r"] = r
+
+    fed = FederationConfig(rounds=4, early_stopping=False, seed=3, schedule=((2, 3, 0), (0, 1, 2)))
+    rnd["r"] = 1
+    res = run_federated(
+        config,
+        clients,
+        scalers,
+        CFG,
+        fed,
+        on_update=count,
+        on_round_end=lambda r, v: tick(r + 1, v),
+    )
+    by_round = {r: sorted(c for rr, c in seen if rr == r) for r in range(1, 5)}
+    assert by_round == {1: [0, 1], 2: [0, 1], 3: [1, 2], 4: [1, 2]}
+    h = {(r["round"], r["client"]): r for r in res.history}
+    assert not h[(1, 2)]["participated"] and np.isnan(h[(1, 2)]["val_mse"])  # not yet a member
+    assert np.isfinite(h[(3, 2)]["val_mse"]) and np.isnan(h[(3, 0)]["val_mse"])
+
+    flaky = dataclasses.replace(fed, schedule=(), availability=0.5)
+    assert flaky.online([0, 1, 2], 7) == flaky.online([0, 1, 2], 7)
+    draws = {tuple(flaky.online([0, 1, 2], r)) for r in range(1, 40)}
+    assert len(draws) > 3 and () in draws  # rounds differ, and some have nobody online
+    empty = next(r for r in range(1, 40) if not flaky.online([0, 1, 2], r))
+    a = run_federated(config, clients, scalers, CFG, dataclasses.replace(flaky, rounds=empty))
+    b = run_federated(config, clients, scalers, CFG, dataclasses.replace(flaky, rounds=empty - 1))
+    assert _states_equal(a.global_state, b.global_state)
+
+
+def test_a_schedule_naming_an_unknown_client_is_refused():
+    from fdrmfl_pipeline.errors import ConfigError
+
+    _, _, clients, scalers, config = tiny_clients()
+    fed = FederationConfig(rounds=1, schedule=((7, 2, 0),))
+    with pytest.raises(ConfigError, match=r"names client\(s\) \[7\]"):
+        run_federated(config, clients, scalers, CFG, fed)

@@ -48,6 +48,32 @@ class FederationConfig:
     seed: int = 42
     min_clients: int = 1  # a round needs at least this many answering clients
     dp: DPSettings = DPSettings()  # client-level differential privacy (core.privacy)
+    # a dynamic federation: each member is online in a round with this probability (seeded by
+    # seed and round) ...
+    availability: float = 1.0
+    # ... and only between its join and leave rounds: (client, join, leave or 0 for never)
+    schedule: tuple[tuple[int, int, int], ...] = ()
+
+    def __post_init__(self) -> None:  # JSON gives lists back: keep it hashable and comparable
+        object.__setattr__(self, "schedule", tuple(tuple(int(x) for x in s) for s in self.schedule))
+
+    def online(self, ids: list[int], round_: int) -> list[int]:
+        """The clients that can take part in ``round_``: members by the schedule, then each
+        online with probability ``availability`` (one seeded draw per client and round)."""
+        spans = {c: (j, leave) for c, j, leave in self.schedule}
+        members = [
+            c
+            for c in ids
+            if c not in spans
+            or (spans[c][0] <= round_ and (spans[c][1] == 0 or round_ <= spans[c][1]))
+        ]
+        if self.availability >= 1.0:
+            return members
+        from fdrmfl_pipeline.core import seeding
+
+        draw = seeding.rng(self.seed, "availability", round_).random(len(ids))
+        up = {c for c, u in zip(ids, draw, strict=True) if u < self.availability}
+        return [c for c in members if c in up]
 
 
 class FederationError(RuntimeError):
@@ -422,12 +448,17 @@ def _train_round(
     """Sample clients, send each its start, and return the updates in client order; too few
     answers raise :class:`FederationError`."""
     local = fed.strategy == "local"
+    online = ids if fed.strategy == "central" else fed.online(ids, rnd)
     if fed.strategy in ("local", "central"):
-        selected = ids
+        selected = online
     elif fed.dp.enabled:  # Poisson sampling: what the accountant assumes
         selected = poisson_sample(ids, fed.dp.sample_rate, fed.seed, rnd)
+    elif not online:
+        selected = []
     else:
-        selected = aggregation.sample_clients(ids, fed.client_fraction, fed.seed, rnd)
+        selected = aggregation.sample_clients(online, fed.client_fraction, fed.seed, rnd)
+    if len(online) < len(ids):
+        logger.info("round %d: %d of %d clients online", rnd, len(online), len(ids))
     jobs = {c: (progress.client_states[c] if local else progress.global_state) for c in selected}
     updates, failures = runner.train(jobs, rnd, cfg, anchor)
     for c, why in sorted(failures.items()):
@@ -475,6 +506,11 @@ def _aggregate(
         check_finite_state(progress.global_state, f"round {rnd}: the private aggregate")
         return
 
+    if not updates and not fed.dp.enabled:
+        logger.warning(
+            "round %d: no client took part; the model is unchanged", progress.last_round + 1
+        )
+        return
     if fed.strategy == "local":
         for upd in updates:
             check_finite_state(
@@ -503,9 +539,10 @@ def _validate_round(
     local = fed.strategy == "local"
     if fed.dp.enabled:  # a client's validation error would be a release the accountant omits
         vals = dict.fromkeys(ids, float("nan"))
-    else:
+    else:  # an offline client cannot answer: validate on the clients online this round
+        online = ids if fed.strategy == "central" else fed.online(ids, rnd)
         vals = runner.evaluate(
-            {c: (progress.client_states[c] if local else progress.global_state) for c in ids}
+            {c: (progress.client_states[c] if local else progress.global_state) for c in online}
         )
     by_id = {u.client_id: u for u in updates}
     rows = [_history_row(rnd, c, by_id.get(c), runner.n_train(c), vals) for c in ids]
@@ -567,6 +604,14 @@ def run_rounds(
     """
     cfg = strategy_loss_config(fed.strategy, local_cfg)
     ids = runner.client_ids()
+    unknown = sorted({c for c, _, _ in fed.schedule} - set(ids))
+    if unknown and fed.strategy != "central":
+        from fdrmfl_pipeline.errors import ConfigError
+
+        raise ConfigError(
+            f"training.federation.availability.schedule names client(s) {unknown}, but the "
+            f"clients are {ids}"
+        )
     warm = init_state is not None
     if cfg.anchor_mu > 0 and not warm:
         raise ValueError(

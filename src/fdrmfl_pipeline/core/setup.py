@@ -48,6 +48,12 @@ def _privacy(params: Any) -> DPSettings:
             "training.data.scaling 'federated' sends each client's feature sums without noise "
             "(set it to local)"
         )
+    av = params.federation.availability
+    if av.probability < 1.0 or av.schedule:
+        problems.append(
+            "training.federation.availability changes who takes part outside the sampling the "
+            "accountant models (leave probability 1 and schedule empty)"
+        )
     if params.federation.early_stopping.enabled:
         problems.append(
             "training.federation.early_stopping needs every client's validation error each "
@@ -141,6 +147,10 @@ class TrainingSetup:
             seed=seed,
             min_clients=f.min_clients,
             dp=dp,
+            availability=f.availability.probability,
+            schedule=tuple(
+                (int(c), m.join, m.leave or 0) for c, m in sorted(f.availability.schedule.items())
+            ),
         )
         w = params.warm_start
         ws = WarmStartConfig(
