@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from registry import ROOT, merge  # noqa: E402
+from registry import latest, merge, project_copy  # noqa: E402
 
 RESULTS = HERE / "results"
 OUT = RESULTS / "own_federation"
@@ -47,19 +46,6 @@ ALL = {**SETTINGS, **ATTRIBUTION}
 RULES = ("val", "auto")
 
 
-def _project(tmp: Path) -> Path:
-    shutil.copy(ROOT / "pyproject.toml", tmp)
-    shutil.copytree(ROOT / "conf", tmp / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp / "conf/local").mkdir()
-    (tmp / "src").mkdir()
-    shutil.copytree(ROOT / "data/01_raw/example_sites", tmp / "data/01_raw/example_sites")
-    return tmp
-
-
-def _latest(project: Path, rel: str) -> pd.DataFrame:
-    return pd.read_parquet(sorted((project / rel).glob("*/*"))[-1])
-
-
 def run_cell(setting: str, seed: int) -> pd.DataFrame:
     """One run of the example in a temporary project copy: every metric row, with the share of
     validation targets outside the training range."""
@@ -68,7 +54,7 @@ def run_cell(setting: str, seed: int) -> pd.DataFrame:
 
     params = merge({"seed": seed}, ALL[setting])
     with tempfile.TemporaryDirectory(prefix="own-federation-") as tmp:
-        project = _project(Path(tmp))
+        project = project_copy(Path(tmp))
         bootstrap_project(project)
         t0 = time.perf_counter()
         with KedroSession.create(
@@ -76,8 +62,8 @@ def run_cell(setting: str, seed: int) -> pd.DataFrame:
         ) as s:
             s.run()
         seconds = time.perf_counter() - t0
-        metrics = _latest(project, "data/08_reporting/evaluation_metrics.parquet")
-        choice = _latest(project, "data/08_reporting/regressor_choice.parquet")
+        metrics = latest(project, "data/08_reporting/evaluation_metrics.parquet")
+        choice = latest(project, "data/08_reporting/regressor_choice.parquet")
     share = float(choice["val_outside_share"].iloc[0])
     return metrics.assign(setting=setting, seed=seed, val_outside_share=share, seconds=seconds)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import shutil
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from registry import ROOT, merge  # noqa: E402
+from registry import latest, merge, project_copy  # noqa: E402
 
 RESULTS = HERE / "results"
 STORE = RESULTS / "privacy_curve.parquet"
@@ -60,19 +59,6 @@ PRIVATE_BASE = {
 }
 
 
-def _project(tmp: Path) -> Path:
-    shutil.copy(ROOT / "pyproject.toml", tmp)
-    shutil.copytree(ROOT / "conf", tmp / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp / "conf/local").mkdir()
-    (tmp / "src").mkdir()
-    shutil.copytree(ROOT / "data/01_raw/tecator", tmp / "data/01_raw/tecator")
-    return tmp
-
-
-def _latest(project: Path, rel: str) -> pd.DataFrame:
-    return pd.read_parquet(sorted((project / rel).glob("*/*"))[-1])
-
-
 def run_cell(data: str, eps: float, seed: int) -> pd.DataFrame:
     """One private (or non-private) run: the chosen regressor's pooled test MSE for FDRMFL and
     for every baseline, and the epsilon the accountant reports."""
@@ -86,15 +72,15 @@ def run_cell(data: str, eps: float, seed: int) -> pd.DataFrame:
             params, {"training": {"privacy": {"mode": "central", "target_epsilon": eps}}}
         )
     with tempfile.TemporaryDirectory(prefix="privacy-") as tmp:
-        project = _project(Path(tmp))
+        project = project_copy(Path(tmp))
         bootstrap_project(project)
         t0 = time.perf_counter()
         with KedroSession.create(project_path=project, env=env, runtime_params=params) as s:
             s.run()
         seconds = time.perf_counter() - t0
-        choice = _latest(project, "data/08_reporting/regressor_choice.parquet")
-        metrics = _latest(project, "data/08_reporting/evaluation_metrics.parquet")
-        history = _latest(project, "data/07_model_output/training_history.parquet")
+        choice = latest(project, "data/08_reporting/regressor_choice.parquet")
+        metrics = latest(project, "data/08_reporting/evaluation_metrics.parquet")
+        history = latest(project, "data/07_model_output/training_history.parquet")
     spent = float(history["epsilon"].max()) if "epsilon" in history else math.inf
     rows = []
     test = metrics[(metrics["split"] == "test") & (metrics["scope"] == "pooled")]

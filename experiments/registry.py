@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,30 @@ RESULTS = HERE / "results"
 TUNED = RESULTS / "tuned"
 SHARED_CORN = ROOT.parent / "shared" / "datasets" / "corn"
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+
+
+# the committed raw data every run may read (corn is never committed: --corn-dir points at it)
+COMMITTED_RAW = ("tecator", "example_sites")
+
+
+def project_copy(tmp: Path) -> Path:
+    """This project's configuration and committed raw data in ``tmp`` (no conf/local): a run
+    there never touches the real data/ folder, and a change to conf/ during a long grid does
+    not reach cells already started."""
+    shutil.copy(ROOT / "pyproject.toml", tmp)
+    shutil.copytree(ROOT / "conf", tmp / "conf", ignore=shutil.ignore_patterns("local"))
+    (tmp / "conf/local").mkdir()
+    (tmp / "src").mkdir(exist_ok=True)
+    for name in COMMITTED_RAW:
+        shutil.copytree(ROOT / "data/01_raw" / name, tmp / "data/01_raw" / name)
+    return tmp
+
+
+def latest(project: Path, rel: str):
+    """The newest version of the versioned Parquet dataset at ``rel`` in ``project``."""
+    import pandas as pd
+
+    return pd.read_parquet(sorted((project / rel).glob("*/*"))[-1])
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from registry import ROOT, VARIANTS, merge  # noqa: E402
+from registry import VARIANTS, latest, merge, project_copy  # noqa: E402
 
 RESULTS = HERE / "results"
 STORE = RESULTS / "strategies.parquet"
@@ -97,19 +96,6 @@ REFERENCE = "fedavg"  # the question: do the terms beat FedAvg from the same sta
 COMMON = {"baselines": {"enabled": False}, "regression": {"regressors": ["ridge"]}}
 
 
-def _project(tmp: Path) -> Path:
-    shutil.copy(ROOT / "pyproject.toml", tmp)
-    shutil.copytree(ROOT / "conf", tmp / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp / "conf/local").mkdir()
-    (tmp / "src").mkdir()
-    shutil.copytree(ROOT / "data/01_raw/example_sites", tmp / "data/01_raw/example_sites")
-    return tmp
-
-
-def _latest(project: Path, rel: str) -> pd.DataFrame:
-    return pd.read_parquet(sorted((project / rel).glob("*/*"))[-1])
-
-
 def _label(variant: str) -> dict:
     """The method label a variant's rows carry (so ablations do not collide with fdrmfl)."""
     return {"regression": {"method": variant}}
@@ -128,7 +114,7 @@ def run_cell(data: str, regime: str, seed: int, variants: list[str]) -> pd.DataF
     env, base = DATA[data]
     rows = []
     with tempfile.TemporaryDirectory(prefix="strategies-") as tmp:
-        project = _project(Path(tmp))
+        project = project_copy(Path(tmp))
         bootstrap_project(project)
         for i, variant in enumerate(variants):
             params = merge(merge(merge(base, REGIMES[regime]), COMMON), {"seed": seed})
@@ -142,9 +128,9 @@ def run_cell(data: str, regime: str, seed: int, variants: list[str]) -> pd.DataF
             with KedroSession.create(project_path=project, env=env, runtime_params=params) as s:
                 s.run(pipeline_names=pipes)
             seconds = time.perf_counter() - t0
-            m = _latest(project, "data/08_reporting/evaluation_metrics.parquet")
+            m = latest(project, "data/08_reporting/evaluation_metrics.parquet")
             m = m[m["method"] == variant]
-            feats = _latest(project, "data/04_feature/extracted_features.parquet")
+            feats = latest(project, "data/04_feature/extracted_features.parquet")
             share = outside_share(feats[["client", "split", "target"]])
             pick = choose_regressors(m, share, SelectionRule()).iloc[0]
             t = m[(m["split"] == "test") & (m["regressor"] == pick["regressor"])]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 import tempfile
 import time
@@ -40,9 +39,10 @@ from registry import (  # noqa: E402
     FEDERATED_CONFIGS,
     QUICK_VARIANTS,
     RESULTS,
-    ROOT,
     SHARED_CORN,
     VARIANTS,
+    latest,
+    project_copy,
     run_params,
     tuned_overrides,
     tuning_study,
@@ -70,22 +70,6 @@ def baselines_for(exp: str, quick: bool) -> dict:
     return b
 
 
-def _project(tmp: Path) -> Path:
-    shutil.copy(ROOT / "pyproject.toml", tmp)
-    shutil.copytree(ROOT / "conf", tmp / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp / "conf/local").mkdir()
-    (tmp / "src").mkdir()
-    (tmp / "data/01_raw/tecator").mkdir(parents=True)
-    shutil.copy(ROOT / "data/01_raw/tecator/tecator.csv", tmp / "data/01_raw/tecator/")
-    return tmp
-
-
-def _latest_metrics(project: Path) -> pd.DataFrame:
-    return pd.read_parquet(
-        sorted((project / "data/08_reporting/evaluation_metrics.parquet").glob("*/*"))[-1]
-    )
-
-
 def run_experiment(
     exp: str, seed: int, variants: list[str], quick: bool, corn_dir: str
 ) -> pd.DataFrame:
@@ -97,7 +81,7 @@ def run_experiment(
     _quiet_logging()
     frames = []
     with tempfile.TemporaryDirectory(prefix=f"{exp}-") as tmp:
-        project = _project(Path(tmp))
+        project = project_copy(Path(tmp))
         bootstrap_project(project)
         extra = {"baselines": baselines_for(exp, quick)}
         for i, name in enumerate(variants):
@@ -106,7 +90,7 @@ def run_experiment(
             t0 = time.perf_counter()
             with KedroSession.create(project_path=project, env=env, runtime_params=params) as s:
                 s.run(pipeline_names=pipes)
-            m = _latest_metrics(project)
+            m = latest(project, "data/08_reporting/evaluation_metrics.parquet")
             if i > 0:
                 m = m[m["method"] == name]
             frames.append(m.assign(variant=name, seconds=time.perf_counter() - t0))

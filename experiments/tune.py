@@ -29,7 +29,7 @@ from fdrmfl_pipeline.best_params import flatten
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tables as pt  # noqa: E402
-from registry import DEFAULT_EXPERIMENTS, EXPERIMENTS, TUNED, tuning_params  # noqa: E402
+from registry import DEFAULT_EXPERIMENTS, EXPERIMENTS, TUNED, project_copy, tuning_params  # noqa: E402
 
 logger = logging.getLogger("tune")
 
@@ -44,7 +44,7 @@ def tune_one(exp: str, trials: int | None, corn_dir: str) -> dict:
     params.setdefault("paths", {})["corn_dir"] = corn_dir
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"tune-{exp}-") as tmp:
-        project = pt._project(Path(tmp))
+        project = project_copy(Path(tmp))
         bootstrap_project(project)
         with KedroSession.create(project_path=project, env=env, runtime_params=params) as s:
             s.run(pipeline_names=pipelines)
