@@ -375,26 +375,9 @@ def test_a_dynamic_federation_follows_its_schedule_and_availability():
     current global model; availability draws are seeded; a round nobody attends changes
     nothing."""
     _, _, clients, scalers, config = tiny_clients()
-    seen: list[tuple[int, int]] = []
-    rnd = {"r": 0}
-
-    def count(u):
-        seen.append((rnd["r"], u.client_id))
-
-    def tick(r, _):
-        rnd["r"] = r
-
     fed = FederationConfig(rounds=4, early_stopping=False, seed=3, schedule=((2, 3, 0), (0, 1, 2)))
-    rnd["r"] = 1
-    res = run_federated(
-        config,
-        clients,
-        scalers,
-        CFG,
-        fed,
-        on_update=count,
-        on_round_end=lambda r, v: tick(r + 1, v),
-    )
+    res = run_federated(config, clients, scalers, CFG, fed)
+    seen = [(r["round"], r["client"]) for r in res.history if r["participated"]]
     by_round = {r: sorted(c for rr, c in seen if rr == r) for r in range(1, 5)}
     assert by_round == {1: [0, 1], 2: [0, 1], 3: [1, 2], 4: [1, 2]}
     h = {(r["round"], r["client"]): r for r in res.history}
