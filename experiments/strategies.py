@@ -4,6 +4,16 @@ start, same budget, across heterogeneity regimes, with intervals paired by seed.
     .venv/bin/python experiments/strategies.py                         # the whole grid, resumable
     .venv/bin/python experiments/strategies.py --regimes iid dirichlet_0.1 --seeds 5 --jobs 2
     .venv/bin/python experiments/strategies.py --from-partial          # tables + figures only
+    .venv/bin/python experiments/strategies.py --tuned --data sim_f1_defaults sites \
+        --regimes iid dirichlet_0.1 target_shift natural               # equal tuning budget
+
+``--tuned``: every variant first gets its own Optuna study with the same number of trials
+(``--trials``, default 12) on one tuning seed (``TUNE_SEED``, not an evaluation seed), over the
+shared optimiser settings plus the variant's own weights (``TUNED``), validation rows only; trial
+0 is the untuned setting, so a study never ends worse on validation than no tuning. Then every
+variant runs on the evaluation seeds with its tuned values. Studies are kept in
+``results/strategies_tuning.parquet`` and cells in ``results/strategies_tuned.parquet``; both
+resume. Writes ``results/strategies_tuned.md`` and ``results/strategies_tuned_<data>.png``.
 
 Cell = (data, regime, seed): the data and partition are made once, then every variant trains
 from the same warm start with the same rounds, local epochs, optimiser and early stopping (the
@@ -91,6 +101,34 @@ VARIANT_NAMES = [
     "fdrmfl-no-con",
     "warm-start-only",
 ]
+# --tuned: the seed the studies run on (its data and partition are not an evaluation seed's), and
+# each variant's search: the shared optimiser settings plus the weights the variant itself uses
+TUNE_SEED = 90
+SHARED_TUNED = ["optimizer.lr", "optimizer.weight_decay"]
+_FDRMFL_OWN = [
+    "loss.lambda_mi",
+    "loss.lambda_kl",
+    "loss.lambda_con",
+    "loss.tau",
+    "federation.retention",
+]
+TUNED = {
+    "fdrmfl": SHARED_TUNED + _FDRMFL_OWN,
+    "fedavg": SHARED_TUNED,
+    "fedprox": SHARED_TUNED + ["loss.prox_mu"],
+    "moon": SHARED_TUNED + ["loss.lambda_con", "loss.tau"],
+    "local": SHARED_TUNED,
+    "central": SHARED_TUNED,
+    "fdrmfl-no-mi": SHARED_TUNED + [k for k in _FDRMFL_OWN if k != "loss.lambda_mi"],
+    "fdrmfl-no-kl": SHARED_TUNED + [k for k in _FDRMFL_OWN if k != "loss.lambda_kl"],
+    "fdrmfl-no-con": SHARED_TUNED
+    + [k for k in _FDRMFL_OWN if k not in ("loss.lambda_con", "loss.tau")],
+    "warm-start-only": [],  # nothing trains: no study
+}
+# search entries the project's shared search space does not hold
+EXTRA_SPACE = {"loss.prox_mu": {"type": "float", "low": 1.0e-4, "high": 1.0, "log": True}}
+TUNING_STORE = RESULTS / "strategies_tuning.parquet"
+TUNED_STORE = RESULTS / "strategies_tuned.parquet"
 REFERENCE = "fedavg"  # the question: do the terms beat FedAvg from the same start?
 # scored the same way everywhere: ridge on Z or the model's head, whichever validation prefers
 COMMON = {"baselines": {"enabled": False}, "regression": {"regressors": ["ridge"]}}
@@ -101,9 +139,12 @@ def _label(variant: str) -> dict:
     return {"regression": {"method": variant}}
 
 
-def run_cell(data: str, regime: str, seed: int, variants: list[str]) -> pd.DataFrame:
+def run_cell(
+    data: str, regime: str, seed: int, variants: list[str], tuned: dict | None = None
+) -> pd.DataFrame:
     """Every variant on one (data, regime, seed): one row per variant with the chosen
-    regressor's validation and test scores and the run time."""
+    regressor's validation and test scores and the run time. ``tuned``: variant -> the
+    ``training:`` values its study chose (``--tuned``)."""
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
@@ -119,6 +160,8 @@ def run_cell(data: str, regime: str, seed: int, variants: list[str]) -> pd.DataF
         for i, variant in enumerate(variants):
             params = merge(merge(merge(base, REGIMES[regime]), COMMON), {"seed": seed})
             params = merge(merge(params, VARIANTS[variant]), _label(variant))
+            if tuned and tuned.get(variant):
+                params = merge(params, {"training": tuned[variant]})
             pipes = (
                 ["ingestion", "partitioning", "baselines", "training", "regression", "evaluation"]
                 if i == 0
@@ -150,6 +193,108 @@ def run_cell(data: str, regime: str, seed: int, variants: list[str]) -> pd.DataF
                 }
             )
     return pd.DataFrame(rows)
+
+
+def tune_study(data: str, regime: str, variant: str, trials: int) -> dict:
+    """One variant's Optuna study on the tuning seed (training and validation rows only): its
+    best ``training:`` values and the study's start (trial 0, untuned) and best values."""
+    import json
+
+    import yaml
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    for noisy in ("kedro", "fdrmfl_pipeline", "py.warnings", "optuna"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    env, base = DATA[data]
+    study = f"{data}-{regime}-{variant}".replace("_", "-")
+    params = merge(merge(merge(base, REGIMES[regime]), COMMON), {"seed": TUNE_SEED})
+    params = merge(merge(params, VARIANTS[variant]), _label(variant))
+    params = merge(
+        params,
+        {
+            "tuning": {
+                "study_name": study,
+                "n_trials": trials,
+                "storage": "sqlite",
+                "tune": TUNED[variant],
+                "search_space": {k: v for k, v in EXTRA_SPACE.items() if k in TUNED[variant]},
+            }
+        },
+    )
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="strategies-tune-") as tmp:
+        project = project_copy(Path(tmp))
+        bootstrap_project(project)
+        with KedroSession.create(project_path=project, env=env, runtime_params=params) as s:
+            s.run(pipeline_names=["ingestion", "partitioning", "tuning"])
+        best = yaml.safe_load(
+            sorted((project / "data/06_models/best_params.yml").glob("*/*"))[-1].read_text()
+        )
+        trials_frame = latest(project, "data/07_model_output/tuning_trials.parquet")
+    done = trials_frame[trials_frame["state"] == "COMPLETE"]
+    start = done.loc[done["number"] == 0, "value"]
+    return {
+        "data": data,
+        "regime": regime,
+        "variant": variant,
+        "trials": int(len(trials_frame)),
+        "start_value": float(start.iloc[0]) if len(start) else np.nan,
+        "best_value": float(best["study"].get("best_value") or np.nan),
+        "best_trial": int(best["study"].get("best_trial", -1)),
+        "training": json.dumps(best["training"], sort_keys=True),
+        "minutes": (time.perf_counter() - t0) / 60,
+    }
+
+
+def _save(frame: pd.DataFrame, path: Path) -> None:
+    """Write through a temporary file: an interrupted write never loses finished rows."""
+    tmp = path.with_suffix(".tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+
+
+def run_studies(
+    cells: list[tuple[str, str]], variants: list[str], trials: int, jobs: int
+) -> pd.DataFrame:
+    """Every (data, regime, variant) study not yet in the tuning store; returns the store."""
+    store = pd.read_parquet(TUNING_STORE) if TUNING_STORE.exists() else pd.DataFrame()
+    have = set() if store.empty else set(map(tuple, store[["data", "regime", "variant"]].values))
+    todo = [(d, r, v) for d, r in cells for v in variants if TUNED[v] and (d, r, v) not in have]
+    if not todo:
+        return store
+    logger.info("%d studies of %d trials to run", len(todo), trials)
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(tune_study, *c, trials): c for c in todo}
+        for i, fut in enumerate(as_completed(futures), 1):
+            try:
+                row = fut.result()
+            except Exception as exc:  # one failed study must not lose the others
+                logger.error("study %s failed: %r", futures[fut], exc)
+                continue
+            store = pd.concat([store, pd.DataFrame([row])], ignore_index=True)
+            _save(store, TUNING_STORE)
+            logger.info(
+                "[%d/%d] study %s: start %.4g, best %.4g (trial %d, %.1f min)",
+                i,
+                len(todo),
+                futures[fut],
+                row["start_value"],
+                row["best_value"],
+                row["best_trial"],
+                row["minutes"],
+            )
+    return store
+
+
+def tuned_values(store: pd.DataFrame, data: str, regime: str) -> dict:
+    """variant -> the training values its study chose for (data, regime)."""
+    import json
+
+    if store.empty:
+        return {}
+    g = store[(store["data"] == data) & (store["regime"] == regime)]
+    return {r["variant"]: json.loads(r["training"]) for _, r in g.iterrows()}
 
 
 def paired(per_seed: pd.DataFrame, variant: str, reference: str = REFERENCE) -> dict:
@@ -249,26 +394,87 @@ def _fmt(x: float) -> str:
     return "" if not np.isfinite(x) else f"{x:.4g}"
 
 
-def to_markdown(summary: pd.DataFrame, rows: pd.DataFrame, missing: list[str]) -> str:
+def _intro(tuned: bool, studies: pd.DataFrame | None) -> list[str]:
+    if not tuned:
+        return [
+            "# Strategies and ablations from the same start, same settings",
+            "",
+            "Command: `.venv/bin/python experiments/strategies.py` (resumable; rows in "
+            "`strategies.parquet`; figures `strategies_<data>.png`).",
+            "",
+            "Every variant of a data set trains with the same settings: `sim_f1_defaults` the "
+            "project defaults (PLS warm start, 5 rounds x 3 local epochs, lr 1e-3), `sim_f1_paper` "
+            "the simulation protocol's (`paper_sim`: federated lasso warm start, up to 30 rounds x 3 "
+            "epochs, lr 2e-4), `sites` the sites example's; AdamW and early stopping on validation "
+            "keeping the best round (round 0, the warm start, included). Only the strategy or one "
+            "loss weight differs. Score: pooled test MSE of the regressor "
+            "(ridge on Z or the model's head) the project's rule picks on validation. `Δ vs fedavg`: "
+            "mean over seeds of the paired difference in test MSE with its 95 % t interval; "
+            "*better* / *worse* where the interval excludes 0. Seeds from "
+            f"{FIRST_SEED}: chosen by nothing. The strategies are not tuned here (the same "
+            "settings for all); `strategies_tuned.md` gives each one the same tuning budget.",
+            "",
+        ]
+    n = "" if studies is None or studies.empty else f" ({int(studies['trials'].max())} trials each)"
     lines = [
-        "# Strategies and ablations from the same start, same budget",
+        "# Strategies and ablations, each tuned with the same budget",
         "",
-        "Command: `.venv/bin/python experiments/strategies.py` (resumable; rows in "
-        "`strategies.parquet`; figures `strategies_<data>.png`).",
+        "Command: `.venv/bin/python experiments/strategies.py --tuned` (resumable; studies in "
+        "`strategies_tuning.parquet`, cells in `strategies_tuned.parquet`; figures "
+        "`strategies_tuned_<data>.png`).",
         "",
-        "Every variant of a data set trains with the same settings: `sim_f1_defaults` the "
-        "project defaults (PLS warm start, 5 rounds x 3 local epochs, lr 1e-3), `sim_f1_paper` "
-        "the simulation protocol's (`paper_sim`: federated lasso warm start, up to 30 rounds x 3 "
-        "epochs, lr 2e-4), `sites` the sites example's; AdamW and early stopping on validation "
-        "keeping the best round (round 0, the warm start, included). Only the strategy or one "
-        "loss weight differs. Score: pooled test MSE of the regressor "
-        "(ridge on Z or the model's head) the project's rule picks on validation. `Δ vs fedavg`: "
-        "mean over seeds of the paired difference in test MSE with its 95 % t interval; "
-        "*better* / *worse* where the interval excludes 0. Seeds from "
-        f"{FIRST_SEED}: chosen by nothing. The strategies are not tuned per regime here (the "
-        "same settings for all): see the note at the end.",
+        f"Each variant gets its own Optuna study with the same number of trials{n}, on seed "
+        f"{TUNE_SEED} (its data and partition are used by no evaluation), on validation rows "
+        "only, with the same warm start, rounds and early stopping. Searched: "
+        + ", ".join(f"`{k}`" for k in SHARED_TUNED)
+        + " for every variant, plus the variant's own weights: "
+        + "; ".join(
+            f"{v}: " + ", ".join(f"`{k}`" for k in TUNED[v] if k not in SHARED_TUNED)
+            for v in ("fdrmfl", "fedprox", "moon")
+        )
+        + " (the ablations: FDRMFL's without the switched-off term). Trial 0 is the untuned "
+        "setting, so no study ends worse on validation than no tuning. Then each variant runs "
+        f"with its tuned values on seeds {FIRST_SEED}+, chosen by nothing; scored and compared "
+        "as in `strategies.md` (pooled test MSE of the regressor picked on validation; paired "
+        "95 % t interval against FedAvg).",
         "",
     ]
+    return lines
+
+
+def studies_table(studies: pd.DataFrame) -> list[str]:
+    """The tuning studies: untuned and best validation value and the chosen values."""
+    import json
+
+    from fdrmfl_pipeline.best_params import flatten
+
+    lines = [
+        "## The studies (validation MSE on the tuning seed)",
+        "",
+        "| data | regime | variant | trials | untuned | tuned | best trial | chosen |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in studies.sort_values(["data", "regime"], kind="stable").iterrows():
+        vals = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in flatten(json.loads(r["training"])).items()
+        )
+        lines.append(
+            f"| {r['data']} | {r['regime']} | {r['variant']} | {r['trials']} | "
+            f"{_fmt(r['start_value'])} | {_fmt(r['best_value'])} | {r['best_trial']} | "
+            f"{vals or '(untuned)'} |"
+        )
+    return lines + [""]
+
+
+def to_markdown(
+    summary: pd.DataFrame,
+    rows: pd.DataFrame,
+    missing: list[str],
+    tuned: bool = False,
+    studies: pd.DataFrame | None = None,
+) -> str:
+    lines = _intro(tuned, studies)
     if missing:
         lines += ["**Missing cells** (not run yet): " + ", ".join(missing), ""]
     for (data, regime), g in summary.groupby(["data", "regime"], sort=False):
@@ -303,12 +509,11 @@ def to_markdown(summary: pd.DataFrame, rows: pd.DataFrame, missing: list[str]) -
         for (d, reg), r in pivot.iterrows():
             lines.append(f"| {d} | {reg} | " + " | ".join(str(v) for v in r) + " |")
         lines.append("")
+    if tuned and studies is not None and not studies.empty:
+        lines += studies_table(studies)
     lines += [
         "## Not in this table yet",
         "",
-        "- Per-strategy tuning: every variant runs its data set's settings. An equal Optuna budget "
-        "per strategy and regime (validation only) is the next step; until then a strategy "
-        "that needs other settings (a step size, a proximal weight) is at a disadvantage.",
         "- MI estimator variants: the project has one estimator (the Gaussian / correlation bound "
         "through a learned critic), so there is nothing to compare it with.",
         "- Tecator and corn: the regimes above run on the simulation (three modalities) and the "
@@ -333,29 +538,43 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--variants", nargs="*", default=VARIANT_NAMES, choices=VARIANT_NAMES)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--tuned", action="store_true", help="tune every variant first (same budget)")
+    ap.add_argument("--trials", type=int, default=12, help="--tuned: trials per study")
     ap.add_argument("--from-partial", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    rows = pd.read_parquet(STORE) if STORE.exists() else pd.DataFrame()
+    store_path = TUNED_STORE if args.tuned else STORE
+    name = "strategies_tuned" if args.tuned else "strategies"
+    rows = pd.read_parquet(store_path) if store_path.exists() else pd.DataFrame()
     done = (
         set()
         if rows.empty
         else set(map(tuple, rows[["data", "regime", "seed"]].drop_duplicates().values))
     )
     seeds = range(FIRST_SEED, FIRST_SEED + args.seeds)
-    cells = [
-        (d, r, s)
+    pairs = [
+        (d, r)
         for d in args.data
         for r in DATA_REGIMES[d]
         if args.regimes is None or r in args.regimes
-        for s in seeds
     ]
-    todo = [c for c in cells if c not in done]
+    todo = [(d, r, s) for d, r in pairs for s in seeds if (d, r, s) not in done]
+    studies = pd.read_parquet(TUNING_STORE) if TUNING_STORE.exists() else pd.DataFrame()
+    if args.tuned and not args.from_partial:
+        studies = run_studies(pairs, args.variants, args.trials, args.jobs)
     if not args.from_partial and todo:
-        logger.info("%d cells to run (%d already finished)", len(todo), len(cells) - len(todo))
+        logger.info(
+            "%d cells to run (%d already finished)", len(todo), len(pairs) * len(seeds) - len(todo)
+        )
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = {pool.submit(run_cell, *c, args.variants): c for c in todo}
+            futures = {}
+            for c in todo:
+                tuned = tuned_values(studies, c[0], c[1]) if args.tuned else None
+                if args.tuned and any(TUNED[v] and v not in tuned for v in args.variants):
+                    logger.error("%s: a study is missing (failed?); cell skipped", c)
+                    continue
+                futures[pool.submit(run_cell, *c, args.variants, tuned)] = c
             for i, fut in enumerate(as_completed(futures), 1):
                 cell = futures[fut]
                 try:
@@ -364,23 +583,25 @@ def main(argv: list[str] | None = None) -> None:
                     logger.error("%s failed: %r", cell, exc)
                     continue
                 rows = pd.concat([rows, new], ignore_index=True)
-                tmp = STORE.with_suffix(".tmp")
-                rows.to_parquet(tmp, index=False)
-                tmp.replace(STORE)
-                logger.info("[%d/%d] %s done (%.0fs)", i, len(todo), cell, new["seconds"].sum())
+                _save(rows, store_path)
+                logger.info("[%d/%d] %s done (%.0fs)", i, len(futures), cell, new["seconds"].sum())
     if rows.empty:
-        logger.error("no finished cells in %s", STORE)
+        logger.error("no finished cells in %s", store_path)
         return
-    all_cells = [(d, r, s) for d in DATA for r in DATA_REGIMES[d] for s in seeds]
-    have = set(map(tuple, rows[["data", "regime", "seed"]].drop_duplicates().values))
-    missing_regimes = sorted(
-        {f"{d}/{r}" for d, r, s in all_cells if (d, r, s) not in have}, key=str
+    # the full grid of this mode: every data set's regimes (the tuned grid: what was asked so far)
+    grid = (
+        sorted(set(map(tuple, rows[["data", "regime"]].drop_duplicates().values)) | set(pairs))
+        if args.tuned
+        else [(d, r) for d in DATA for r in DATA_REGIMES[d]]
     )
+    have = set(map(tuple, rows[["data", "regime", "seed"]].drop_duplicates().values))
+    missing = sorted({f"{d}/{r}" for d, r in grid for s in seeds if (d, r, s) not in have})
     summary = summarise(rows)
-    (RESULTS / "strategies.md").write_text(to_markdown(summary, rows, missing_regimes))
+    text = to_markdown(summary, rows, missing, tuned=args.tuned, studies=studies)
+    (RESULTS / f"{name}.md").write_text(text)
     for d in summary["data"].unique():
-        figure(summary, rows, d, RESULTS / f"strategies_{d}.png")
-    logger.info("wrote %s", RESULTS / "strategies.md")
+        figure(summary, rows, d, RESULTS / f"{name}_{d}.png")
+    logger.info("wrote %s", RESULTS / f"{name}.md")
 
 
 if __name__ == "__main__":
