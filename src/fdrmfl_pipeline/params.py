@@ -352,6 +352,12 @@ class PrivacyParams(_Strict):
     max_epsilon: float | None = Field(
         None, gt=0.0, description="refuse to train when the job would spend more"
     )
+    secure_aggregation: bool = Field(
+        False,
+        description="the server receives only sums over clients (pairwise masking): the "
+        "scaler statistics, every warm-start answer, the round's model and the validation "
+        "error; never one client's (docs/privacy.md)",
+    )
 
     @model_validator(mode="after")
     def _one_noise_source(self) -> PrivacyParams:

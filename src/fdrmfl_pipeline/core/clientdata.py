@@ -203,12 +203,48 @@ def raw_client(
     return RawClient(client, splits, train_stats(x, mask, y, modalities), avail)
 
 
+def stats_arrays(st: SufficientStats) -> dict[str, np.ndarray]:
+    """The statistics as named float arrays (a secure sum adds them key by key)."""
+    out = {f"s1.{k}": np.asarray(v, np.float64) for k, v in st.s1.items()}
+    out.update({f"s2.{k}": np.asarray(v, np.float64) for k, v in st.s2.items()})
+    out.update({f"n.{k}": np.array([float(v)]) for k, v in st.n.items()})
+    out["y"] = np.array([st.y_n, st.y_s1, st.y_s2], np.float64)
+    return out
+
+
+def stats_from_arrays(arr: dict[str, np.ndarray]) -> SufficientStats:
+    names = [k[3:] for k in arr if k.startswith("s1.")]
+    y = np.asarray(arr["y"])
+    return SufficientStats(
+        {m: int(round(float(arr[f"n.{m}"][0]))) for m in names},
+        {m: np.asarray(arr[f"s1.{m}"]) for m in names},
+        {m: np.asarray(arr[f"s2.{m}"]) for m in names},
+        int(round(float(y[0]))),
+        float(y[1]),
+        float(y[2]),
+    )
+
+
+def secure_total(stats: dict[int, SufficientStats]) -> SufficientStats:
+    """The clients' summed statistics as a secure aggregate computes them (fixed point,
+    :mod:`fdrmfl_pipeline.core.secagg`): in-process runs give a masked run's numbers."""
+    from fdrmfl_pipeline.core.secagg import flatten, plain_sum, unflatten
+
+    parts = {c: flatten(stats_arrays(stats[c])) for c in sorted(stats)}
+    layout = next(iter(parts.values()))[1]
+    return stats_from_arrays(unflatten(plain_sum({c: v for c, (v, _) in parts.items()}), layout))
+
+
 def federated_scaler(
     stats: dict[int, SufficientStats],
     shapes: dict[str, tuple[int, ...]],
     x_scaling: str = "per_feature",
+    secure: bool = False,
 ) -> Scaler:
-    """One scaler from the clients' summed statistics (summed in ascending client order)."""
+    """One scaler from the clients' summed statistics (summed in ascending client order; or,
+    ``secure``, the fixed-point sum a secure aggregate gives)."""
+    if secure:
+        return secure_total(stats).scaler(shapes, x_scaling)
     ids = sorted(stats)
     total = stats[ids[0]]
     for c in ids[1:]:
@@ -232,6 +268,7 @@ def build_clients(
     scaling: str,
     seed: int,
     x_scaling: str = "per_feature",
+    secure: bool = False,
 ) -> tuple[dict[int, ClientData], dict[int, Scaler]]:
     """Split ``data`` by ``client_assignments`` and scale it (``scaling``: one federated scaler
     or one per client; ``x_scaling``: see :meth:`SufficientStats.scaler`); returns clients and
@@ -256,7 +293,7 @@ def build_clients(
     }
     shapes = {m: data.spec(m).shape for m in modalities}
     if scaling == "federated":
-        shared = federated_scaler({c: r.stats for c, r in raws.items()}, shapes, x_scaling)
+        shared = federated_scaler({c: r.stats for c, r in raws.items()}, shapes, x_scaling, secure)
         scalers = dict.fromkeys(clients, shared)
     else:
         scalers = {c: raws[c].stats.scaler(shapes, x_scaling) for c in clients}

@@ -53,6 +53,9 @@ class FederationConfig:
     availability: float = 1.0
     # ... and only between its join and leave rounds: (client, join, leave or 0 for never)
     schedule: tuple[tuple[int, int, int], ...] = ()
+    # the server receives only sums over clients (core.secagg): one mean model per round and
+    # the mean validation error, never a client's own
+    secure: bool = False
 
     def __post_init__(self) -> None:  # JSON gives lists back: keep it hashable and comparable
         object.__setattr__(self, "schedule", tuple(tuple(int(x) for x in s) for s in self.schedule))
@@ -78,6 +81,64 @@ class FederationConfig:
 
 class FederationError(RuntimeError):
     """A round could not complete (too few clients answered)."""
+
+
+@dataclass
+class SummedUpdate:
+    """What the server receives in a round under secure aggregation: sums over the clients
+    that answered, never a client's own model or metrics."""
+
+    clients: list[int]  # whose answers are in the sums (ascending)
+    state: State  # their sample-weighted mean model
+    n_samples: int
+    metrics: dict[str, float]  # means over them (a non-finite metric counts as 0)
+
+
+SUM_METRICS = ("train_loss", *(f"train_{t}" for t in LOSS_TERMS))
+
+
+def client_answer(upd: ClientUpdate) -> dict[str, np.ndarray]:
+    """A client's contribution to a secure round: its sample count, its float weights times
+    that count, and its metrics (one vector layout for every client of the round)."""
+    n = float(upd.n_samples)
+    out = {"n": np.array([n])}
+    for k, v in upd.state.items():
+        if torch.is_floating_point(v):
+            out[f"w.{k}"] = v.detach().cpu().numpy().astype(np.float64) * n
+    for k in SUM_METRICS:
+        x = float(upd.metrics.get(k, float("nan")))
+        out[f"m.{k}"] = np.array([x if np.isfinite(x) else 0.0])
+    return out
+
+
+def summed_update(
+    total: dict[str, np.ndarray], clients: list[int], template: State
+) -> SummedUpdate:
+    """The round's mean model and metrics from the summed :func:`client_answer` vectors;
+    non-float tensors (counters) come from ``template``, the model the clients started from."""
+    n = float(total["n"][0])
+    if n <= 0:
+        raise FederationError("secure aggregation: the answering clients hold no training rows")
+    state = {
+        k: (
+            torch.from_numpy(np.asarray(total[f"w.{k}"]) / n).to(v.dtype).reshape(v.shape)
+            if torch.is_floating_point(v)
+            else v.clone()
+        )
+        for k, v in template.items()
+    }
+    metrics = {k: float(total[f"m.{k}"][0]) / len(clients) for k in SUM_METRICS}
+    return SummedUpdate(sorted(clients), state, int(round(n)), metrics)
+
+
+def val_answer(val_mse: float) -> np.ndarray:
+    """A client's contribution to the secure mean validation error: (MSE, 1), or (0, 0) for a
+    client without validation rows."""
+    return np.array([val_mse, 1.0]) if np.isfinite(val_mse) else np.zeros(2)
+
+
+def mean_from_val_sum(total: np.ndarray) -> float:
+    return float(total[0] / total[1]) if total[1] > 0 else float("nan")
 
 
 class ClientRunner(Protocol):
@@ -158,6 +219,30 @@ class InProcessRunner:
             sc = self.scalers[c]
             out[c] = evaluate_mse(model, self.clients[c].val, sc.y_mean, sc.y_std)
         return out
+
+    def train_summed(self, jobs, round_, cfg, anchor=None):
+        """Secure aggregation in one process: the same fixed-point sums as a masked Flower run
+        (masks cancel exactly), so both engines give the same numbers for a seed."""
+        from fdrmfl_pipeline.core.secagg import flatten, plain_sum, unflatten
+
+        updates, failures = self.train(jobs, round_, cfg, anchor)
+        if len(updates) < 2:
+            return None, failures
+        answers = {u.client_id: flatten(client_answer(u)) for u in updates}
+        layout = next(iter(answers.values()))[1]
+        total = unflatten(plain_sum({c: v for c, (v, _) in answers.items()}), layout)
+        template = next(iter(jobs.values()))
+        return summed_update(total, [u.client_id for u in updates], template), failures
+
+    def evaluate_summed(self, state: State, clients: list[int]) -> tuple[float, list[int]]:
+        """The mean over ``clients`` of their validation MSE, from the fixed-point sum."""
+        from fdrmfl_pipeline.core.secagg import plain_sum
+
+        vals = self.evaluate(dict.fromkeys(clients, state))
+        if len(vals) < 2:
+            return float("nan"), []
+        total = plain_sum({c: val_answer(v) for c, v in vals.items()})
+        return mean_from_val_sum(total), sorted(vals)
 
     def data_digest(self) -> str:
         """A digest of every client's rows (a checkpoint of other data is never resumed)."""
@@ -420,9 +505,15 @@ def _write_checkpoint(path: Path, key: str, runner: ClientRunner, progress: _Pro
     )
 
 
-def _validate_start(runner: ClientRunner, ids: list[int], progress: _Progress) -> None:
+def _validate_start(
+    runner: ClientRunner, ids: list[int], progress: _Progress, secure: bool = False
+) -> None:
     """A warm start is validated as round 0, so early stopping can keep it."""
-    vals0 = runner.evaluate(dict.fromkeys(ids, progress.global_state))
+    if secure:
+        mean0, judged = runner.evaluate_summed(progress.global_state, ids)
+        vals0 = dict.fromkeys(judged, mean0)
+    else:
+        vals0 = runner.evaluate(dict.fromkeys(ids, progress.global_state))
     progress.history.extend(_history_row(0, c, None, runner.n_train(c), vals0) for c in ids)
     finite0 = [v for v in vals0.values() if np.isfinite(v)]
     if finite0:
@@ -577,6 +668,88 @@ def _validate_round(
     return mean_val
 
 
+def _secure_round(
+    runner,
+    cfg: LocalTrainConfig,
+    fed: FederationConfig,
+    ids: list[int],
+    rnd: int,
+    progress: _Progress,
+    anchor: State | None,
+    checkpoint_path: Path | None,
+) -> float:
+    """One round under secure aggregation: the server gets the sample-weighted mean model and
+    the mean validation error over the clients that answered, nothing per client. The history
+    rows carry those means for every client that took part."""
+    from fdrmfl_pipeline.core.bundle import check_finite_state
+    from fdrmfl_pipeline.core.secagg import MIN_SURVIVORS
+
+    t0 = time.perf_counter()
+    online = fed.online(ids, rnd)
+    selected = (
+        aggregation.sample_clients(online, fed.client_fraction, fed.seed, rnd) if online else []
+    )
+    need = max(fed.min_clients, MIN_SURVIVORS)
+    if len(selected) < need:
+        raise FederationError(
+            f"round {rnd}: {len(selected)} client(s) selected, but secure aggregation needs at "
+            f"least {need} (training.federation.min_clients={fed.min_clients}; a sum of one "
+            "answer would reveal it)"
+        )
+    summed, failures = runner.train_summed(
+        dict.fromkeys(selected, progress.global_state), rnd, cfg, anchor
+    )
+    for c, why in sorted(failures.items()):
+        logger.error("round %d: client %d did not answer: %s", rnd, c, why)
+    answered = summed.clients if summed is not None else []
+    if summed is None or len(answered) < need:
+        raise FederationError(
+            f"round {rnd}: only {len(answered)} of {len(selected)} sampled clients answered "
+            f"(failed: {sorted(failures)}), fewer than {need} (secure aggregation and "
+            f"training.federation.min_clients={fed.min_clients}); the last good checkpoint "
+            f"(round {rnd - 1}) is kept" + (f" at {checkpoint_path}" if checkpoint_path else "")
+        )
+    progress.global_state = aggregation.retain(summed.state, progress.global_state, fed.retention)
+    check_finite_state(progress.global_state, f"round {rnd}: the securely aggregated model")
+    evaluators = [c for c in online if c not in failures]
+    mean_val, judged = runner.evaluate_summed(progress.global_state, evaluators)
+    rows = []
+    for c in ids:
+        took_part = c in answered
+        rows.append(
+            {
+                "round": rnd,
+                "client": c,
+                "participated": took_part,
+                "n_samples": runner.n_train(c),
+                "train_loss": summed.metrics["train_loss"] if took_part else np.nan,
+                **{
+                    f"loss_{t}": (summed.metrics[f"train_{t}"] if took_part else np.nan)
+                    for t in LOSS_TERMS
+                },
+                "val_mse": mean_val if c in judged else float("nan"),
+                "seconds": 0.0,
+            }
+        )
+    progress.history.extend(rows)
+    logger.info(
+        "round %d/%d strategy=%s secure sum of clients=%s loss=%.4f val_mse=%.5g (%.1fs)",
+        rnd,
+        fed.rounds,
+        fed.strategy,
+        answered,
+        summed.metrics["train_loss"],
+        mean_val,
+        time.perf_counter() - t0,
+    )
+    if np.isfinite(mean_val) and mean_val < progress.best[0] - fed.min_delta:
+        progress.best = (mean_val, rnd, progress.global_state, dict(progress.client_states))
+        progress.stale = 0
+    else:
+        progress.stale += 1
+    return mean_val
+
+
 def run_rounds(
     model_config: ModelConfig,
     runner: ClientRunner,
@@ -627,9 +800,20 @@ def run_rounds(
     if resume and checkpoint_path is not None:
         progress = _resume(checkpoint_path, key, runner, progress)
     if progress.last_round == 0 and warm:
-        _validate_start(runner, ids, progress)
+        _validate_start(runner, ids, progress, fed.secure)
     for rnd in range(progress.last_round + 1, fed.rounds + 1):
         t_round = time.perf_counter()
+        if fed.secure:
+            mean_val = _secure_round(runner, cfg, fed, ids, rnd, progress, anchor, checkpoint_path)
+            progress.last_round = rnd
+            if checkpoint_path is not None:
+                _write_checkpoint(checkpoint_path, key, runner, progress)
+            if on_round_end is not None:
+                on_round_end(rnd, mean_val)
+            if fed.early_stopping and progress.stale >= fed.patience:
+                logger.info("Early stopping after round %d (best round %d)", rnd, progress.best[1])
+                break
+            continue
         updates = _train_round(runner, cfg, fed, ids, rnd, progress, anchor, checkpoint_path)
         if on_update is not None:
             for upd in updates:

@@ -23,6 +23,36 @@ if TYPE_CHECKING:  # the pydantic parameter model (fdrmfl_pipeline.params); neve
     from fdrmfl_pipeline.core.modalities import MultimodalData
 
 
+def _secure(params: Any) -> bool:
+    """``training.privacy.secure_aggregation``, after refusing the settings whose releases are
+    not sums over clients."""
+    from fdrmfl_pipeline.errors import ConfigError
+
+    if not params.privacy.secure_aggregation:
+        return False
+    problems = []
+    if params.strategy in ("local", "central"):
+        problems.append(
+            f"training.strategy '{params.strategy}' does not aggregate over clients (use "
+            "fdrmfl, fedavg, fedprox or moon)"
+        )
+    if params.data.scaling != "federated":
+        problems.append(
+            "training.data.scaling 'local' gives each client a scaler from its own statistics, "
+            "which the server would see (set it to federated)"
+        )
+    if params.privacy.mode != "off":
+        problems.append(
+            "training.privacy.mode 'central' clips each client's update on the server, which "
+            "secure aggregation hides (combining both is not supported yet)"
+        )
+    if problems:
+        raise ConfigError(
+            "training.privacy.secure_aggregation cannot protect this job: " + "; ".join(problems)
+        )
+    return True
+
+
 def _privacy(params: Any) -> DPSettings:
     """``training.privacy`` resolved (noise from target_epsilon, epsilon from the noise), after
     refusing every setting that would release client data outside the accountant's view."""
@@ -151,6 +181,7 @@ class TrainingSetup:
             schedule=tuple(
                 (int(c), m.join, m.leave or 0) for c, m in sorted(f.availability.schedule.items())
             ),
+            secure=_secure(params),
         )
         w = params.warm_start
         ws = WarmStartConfig(
@@ -223,7 +254,13 @@ class TrainingSetup:
         from fdrmfl_pipeline.core.clientdata import build_clients
 
         return build_clients(
-            data, assignments, list(self.modalities), self.scaling, seed, self.x_scaling
+            data,
+            assignments,
+            list(self.modalities),
+            self.scaling,
+            seed,
+            self.x_scaling,
+            self.federation.secure,
         )
 
     def initial_state(self, clients: dict[int, ClientData], seed: int):
@@ -233,5 +270,8 @@ class TrainingSetup:
         from fdrmfl_pipeline.core.warmstart import InProcessOracle, warm_start_state
 
         return warm_start_state(
-            self.model, InProcessOracle(clients, list(self.modalities)), seed, self.warm_start
+            self.model,
+            InProcessOracle(clients, list(self.modalities), self.federation.secure),
+            seed,
+            self.warm_start,
         )

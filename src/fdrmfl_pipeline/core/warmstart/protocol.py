@@ -114,20 +114,37 @@ class AggregateOracle(Protocol):
 class InProcessOracle:
     """:class:`AggregateOracle` over clients held in this process."""
 
-    def __init__(self, clients: dict[int, ClientData], names: Sequence[str]):
+    def __init__(self, clients: dict[int, ClientData], names: Sequence[str], secure: bool = False):
         self.clients = {c: ClientAggregates(clients[c], names) for c in sorted(clients)}
+        self.secure = secure  # sums as a secure aggregate computes them (core.secagg)
+
+    def _sum(self, parts: dict[int, np.ndarray]) -> np.ndarray:
+        if not self.secure:
+            return ordered_sum(parts[c] for c in sorted(parts))
+        from fdrmfl_pipeline.core.secagg import plain_sum
+
+        shape = np.shape(next(iter(parts.values())))
+        return plain_sum(parts).reshape(shape)
 
     def n_train(self) -> int:
         return sum(a.n_train for a in self.clients.values())
 
     def cross(self) -> np.ndarray:
-        return ordered_sum(a.cross() for a in self.clients.values())
+        return self._sum({c: a.cross() for c, a in self.clients.items()})
 
     def gram_times(self, r: np.ndarray) -> np.ndarray:
-        return ordered_sum(a.gram_times(r) for a in self.clients.values())
+        return self._sum({c: a.gram_times(r) for c, a in self.clients.items()})
 
     def val_sse(self, coefs: np.ndarray) -> list[tuple[np.ndarray, int]]:
-        return [a.val_sse(coefs) for a in self.clients.values()]
+        answers = [a.val_sse(coefs) for a in self.clients.values()]
+        if not self.secure:
+            return answers
+        # one entry: the sum over clients of their validation MSE, and how many have rows
+        # (its ratio is the mean over clients, what the callers compute)
+        total = self._sum(
+            {c: val_mse_answer(*a) for c, a in zip(self.clients, answers, strict=True)}
+        )
+        return [(total[:-1], int(round(total[-1])))]
 
 
 def _ordered_sum(parts) -> np.ndarray:
@@ -135,6 +152,13 @@ def _ordered_sum(parts) -> np.ndarray:
     for part in parts:
         total = part.copy() if total is None else total + part
     return total
+
+
+def val_mse_answer(sse: np.ndarray, n: int) -> np.ndarray:
+    """A client's secure answer to a validation query: its MSE per column and a 1, or zeros
+    when it has no validation rows."""
+    sse = np.asarray(sse, np.float64)
+    return np.append(sse / n, 1.0) if n else np.zeros(sse.size + 1)
 
 
 def ordered_sum(parts) -> np.ndarray:

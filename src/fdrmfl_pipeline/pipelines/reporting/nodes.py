@@ -217,7 +217,20 @@ def client_identity_note(evaluation_metrics: pd.DataFrame, split: str) -> str:
 
 def privacy_note(training_history: pd.DataFrame) -> str:
     """What the run promises about privacy, from the history the accountant wrote."""
+    secure = bool(
+        "secure_aggregation" in training_history
+        and training_history["secure_aggregation"].fillna(False).astype(bool).any()
+    )
     if "epsilon" not in training_history or training_history["epsilon"].isna().all():
+        if secure:
+            return (
+                "Privacy: raw data stayed on the clients, and with secure aggregation "
+                "(pairwise masking) the server received only sums over clients: the scaler "
+                "statistics, the warm start's answers, each round's model and the validation "
+                "error (the per-client rows of the training history hold those means). Each "
+                "client's row count was visible. No differential privacy: the sums themselves "
+                "are exact."
+            )
         return (
             "Privacy: raw data stayed on the clients; no differential privacy "
             "(training.privacy.mode off), so the server saw each client's model updates."

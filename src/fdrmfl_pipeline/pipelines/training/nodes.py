@@ -62,8 +62,12 @@ def train_model(
         from dataclasses import asdict
 
         meta["privacy"] = asdict(dp)
+    if setup.federation.secure:
+        meta["secure_aggregation"] = True
     bundle = make_bundle(setup.model, result.global_state, scalers, result.client_states, meta)
     history = pd.DataFrame(result.history).assign(strategy=params.strategy)
+    if setup.federation.secure:  # the report states it; per-client columns hold the means
+        history = history.assign(secure_aggregation=True)
     return bundle, history
 
 
