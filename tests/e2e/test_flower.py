@@ -320,3 +320,53 @@ def test_a_dynamic_federation_is_bit_identical_on_flower(tmp_path):
     trained = h_in[h_in["participated"]]
     assert 2 not in set(trained.loc[trained["round"] == 1, "client"])
     assert 0 not in set(trained.loc[trained["round"] == 3, "client"])
+
+
+ALLOWED_SECURE_REPLY = {"masked", "secagg", "info"}
+
+
+def _audited(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _assert_only_sums_reached_the_server(audit: list[dict]) -> None:
+    """Every reply the ServerApp received is a key, a masked answer or an unmask reveal; the
+    only plain values are the client id and the row counts."""
+    assert audit
+    for rec in audit:
+        names = set(rec["arrays"]) | set(rec["configs"]) | set(rec["metrics"])
+        assert names <= ALLOWED_SECURE_REPLY, rec
+        assert set(rec["metrics"].get("info", {})) <= {"client-id", "n-train", "n-val"}, rec
+    kinds = {(r["kind"], "masked" in r["arrays"]) for r in audit}
+    assert {("train", True), ("evaluate", True), ("query", True)} <= kinds
+
+
+@pytest.mark.slow
+def test_secure_aggregation_on_flower_matches_inprocess_and_sends_only_masked_answers(
+    tmp_path, monkeypatch
+):
+    """Pairwise-masked sums for the scaler statistics, the PLS warm start's answers, each
+    round's model and the validation error: the ServerApp sees masked vectors only, and the
+    unmasked sums are the in-process engine's fixed-point sums exactly (same weights)."""
+    project = make_project(tmp_path / "p")
+    params = _merge(
+        SMALL,
+        {
+            "training": {
+                "privacy": {"secure_aggregation": True},
+                "federation": {"client_fraction": 1.0},
+            }
+        },
+    )
+    run_session(project, ["ingestion", "partitioning", "training"], params)
+    inproc = _bundle(project)
+    audit = tmp_path / "audit.jsonl"
+    monkeypatch.setenv("FDRMFL_AUDIT_REPLIES", str(audit))
+    run_session(
+        project, ["training"], _merge(params, {"training": {"engine": "flower-simulation"}})
+    )
+    sim = _bundle(project)
+    for k in inproc["state_dict"]:
+        assert torch.equal(inproc["state_dict"][k], sim["state_dict"][k]), k
+    assert json.loads(sim["meta"])["secure_aggregation"] is True
+    _assert_only_sums_reached_the_server(_audited(audit))

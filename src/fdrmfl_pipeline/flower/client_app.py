@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fdrmfl_pipeline.core.client import (
@@ -33,8 +33,11 @@ from fdrmfl_pipeline.core.clientdata import (
     assignments_from_client_table,
     raw_client,
     scale_client,
+    stats_arrays,
 )
+from fdrmfl_pipeline.core.engine import client_answer, val_answer
 from fdrmfl_pipeline.core.modalities import from_arrow
+from fdrmfl_pipeline.flower import secure
 from fdrmfl_pipeline.flower.job import FlowerJob
 from fdrmfl_pipeline.flower.records import (
     arrays_record,
@@ -73,26 +76,35 @@ def _maybe_fail(client_id: int, round_: int) -> None:
             raise RuntimeError(f"injected failure of client {client_id} in round {round_}")
 
 
-def _pls_answer(raw: RawClient, job: FlowerJob, content: RecordDict) -> RecordDict:
+def _pls_arrays(raw: RawClient, job: FlowerJob, content: RecordDict, secure: bool) -> dict:
     """One aggregate for the server's warm start (``core.warmstart``): X^T y, X^T X r, or the
-    validation squared errors of candidate coefficient vectors. Never a row of data."""
+    validation squared errors of candidate coefficient vectors (under secure aggregation: the
+    validation MSE and a 1, summable). Never a row of data."""
     from fdrmfl_pipeline.core.warmstart import ClientAggregates
+    from fdrmfl_pipeline.core.warmstart.protocol import val_mse_answer
 
     op = str(content.config_records["pls"]["op"])
     data = scale_client(raw, record_scaler(content.array_records["scaler"]), job.setup.modalities)
     agg = ClientAggregates(data, job.setup.modalities)
     if op == "cross":
-        out = {"v": agg.cross()}
-    elif op == "gram":
-        out = {"v": agg.gram_times(content.array_records["query"]["r"].numpy())}
-    elif op == "val":
+        return {"v": agg.cross()}
+    if op == "gram":
+        return {"v": agg.gram_times(content.array_records["query"]["r"].numpy())}
+    if op == "val":
         sse, n = agg.val_sse(content.array_records["query"]["coefs"].numpy())
-        out = {"v": sse, "n": np.array([n], np.int64)}
-    else:
-        raise ValueError(f"unknown PLS query '{op}'")
-    return RecordDict(
-        {"pls": arrays_record(out), "info": MetricRecord({"client-id": raw.client_id})}
-    )
+        if secure:
+            return {"v": val_mse_answer(sse, n)}
+        return {"v": sse, "n": np.array([n], np.int64)}
+    raise ValueError(f"unknown PLS query '{op}'")
+
+
+def _client_id(context: Context, job: FlowerJob) -> int:
+    """This SuperNode's client id (read once from its data, then kept in its state)."""
+    rec = context.state.config_records.get("me")
+    if rec is None:
+        rec = ConfigRecord({"client-id": _client_raw(context, job).client_id})
+        context.state.config_records["me"] = rec
+    return int(rec["client-id"])
 
 
 def make_client_app(job: FlowerJob | None = None) -> ClientApp:
@@ -102,9 +114,27 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
     @app.query()
     def describe(msg: Message, context: Context) -> Message:
         j = FlowerJob.from_context(context, job)
+        step = secure.stage(msg.content)
+        if step in ("keys", "unmask"):
+            reply = secure.client_step(msg.content, context, _client_id(context, j))
+            return Message(reply, reply_to=msg)
         raw = _client_raw(context, j)
+        if step == "answer":  # a summed statistic or warm-start answer
+            if "pls" in msg.content.config_records:
+                compute = lambda: _pls_arrays(raw, j, msg.content, True)  # noqa: E731
+            else:
+                compute = lambda: stats_arrays(raw.stats)  # noqa: E731
+            return Message(
+                secure.masked_answer(msg.content, context, raw.client_id, compute), reply_to=msg
+            )
         if "pls" in msg.content.config_records:
-            return Message(_pls_answer(raw, j, msg.content), reply_to=msg)
+            out = _pls_arrays(raw, j, msg.content, False)
+            return Message(
+                RecordDict(
+                    {"pls": arrays_record(out), "info": MetricRecord({"client-id": raw.client_id})}
+                ),
+                reply_to=msg,
+            )
         metrics = MetricRecord(
             {
                 "client-id": raw.client_id,
@@ -112,9 +142,10 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
                 "n-val": len(raw.splits["val"][0]),
             }
         )
-        return Message(
-            RecordDict({"stats": stats_record(raw.stats), "info": metrics}), reply_to=msg
-        )
+        records = {"info": metrics}
+        if not j.setup.federation.secure:  # under secure aggregation they come summed
+            records["stats"] = stats_record(raw.stats)
+        return Message(RecordDict(records), reply_to=msg)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
@@ -130,24 +161,34 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
         local_cfg = LocalTrainConfig(
             **{k: cfg_rec[k] for k in asdict(j.setup.local) if k in cfg_rec}
         )
-        prev = (
-            record_state(context.state.array_records["prev"])
-            if "prev" in context.state.array_records
-            else None
-        )
-        upd, local_state = local_update(
-            j.setup.model,
-            record_state(msg.content.array_records["global"]),
-            prev,
-            data,
-            local_cfg,
-            int(cfg_rec["seed"]),
-            round_,
-            record_state(msg.content.array_records["anchor"])
-            if "anchor" in msg.content.array_records
-            else None,
-        )
-        context.state.array_records["prev"] = state_record(local_state)  # stays on the client
+
+        def step():
+            prev = (
+                record_state(context.state.array_records["prev"])
+                if "prev" in context.state.array_records
+                else None
+            )
+            upd, local_state = local_update(
+                j.setup.model,
+                record_state(msg.content.array_records["global"]),
+                prev,
+                data,
+                local_cfg,
+                int(cfg_rec["seed"]),
+                round_,
+                record_state(msg.content.array_records["anchor"])
+                if "anchor" in msg.content.array_records
+                else None,
+            )
+            context.state.array_records["prev"] = state_record(local_state)  # stays here
+            return upd
+
+        if secure.stage(msg.content) == "answer":  # the server gets the sum over clients only
+            reply = secure.masked_answer(
+                msg.content, context, raw.client_id, lambda: client_answer(step())
+            )
+            return Message(reply, reply_to=msg)
+        upd = step()
         metrics = MetricRecord(
             {"num-examples": upd.n_samples, "client-id": raw.client_id, **upd.metrics}
         )
@@ -163,6 +204,11 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
         data = scale_client(raw, sc, j.setup.modalities)
         model = model_from_state(j.setup.model, record_state(msg.content.array_records["global"]))
         val = evaluate_mse(model, data.val, sc.y_mean, sc.y_std)
+        if secure.stage(msg.content) == "answer":
+            reply = secure.masked_answer(
+                msg.content, context, raw.client_id, lambda: {"v": val_answer(val)}
+            )
+            return Message(reply, reply_to=msg)
         metrics = MetricRecord(
             {"val_mse": val, "num-examples": data.val.n, "client-id": raw.client_id}
         )

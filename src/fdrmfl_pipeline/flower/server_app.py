@@ -19,8 +19,19 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fdrmfl_pipeline.core.client import ClientUpdate, LocalTrainConfig
-from fdrmfl_pipeline.core.clientdata import Scaler, SufficientStats, federated_scaler
-from fdrmfl_pipeline.core.engine import TrainingResult, jsonable, run_rounds
+from fdrmfl_pipeline.core.clientdata import (
+    Scaler,
+    SufficientStats,
+    federated_scaler,
+    stats_from_arrays,
+)
+from fdrmfl_pipeline.core.engine import (
+    TrainingResult,
+    jsonable,
+    mean_from_val_sum,
+    run_rounds,
+    summed_update,
+)
 from fdrmfl_pipeline.flower.job import FlowerJob
 from fdrmfl_pipeline.flower.records import (
     State,
@@ -31,8 +42,35 @@ from fdrmfl_pipeline.flower.records import (
     scaler_record,
     state_record,
 )
+from fdrmfl_pipeline.flower.secure import SecureSums
 
 logger = logging.getLogger(__name__)
+
+
+def _audit(kind: str, replies: dict) -> None:
+    """Test hook: ``FDRMFL_AUDIT_REPLIES=<file>`` appends, per reply the ServerApp receives,
+    its kind, client and the names and sizes of its records (the privacy tests read it)."""
+    path = os.environ.get("FDRMFL_AUDIT_REPLIES")
+    if not path:
+        return
+    import json
+
+    with open(path, "a", encoding="utf-8") as fh:
+        for c, r in sorted(replies.items()):
+            content = r.content
+            fh.write(
+                json.dumps(
+                    {
+                        "kind": kind,
+                        "client": c,
+                        "arrays": {k: sorted(v.keys()) for k, v in content.array_records.items()},
+                        "configs": {k: sorted(v.keys()) for k, v in content.config_records.items()},
+                        "metrics": {k: dict(v) for k, v in content.metric_records.items()},
+                    },
+                    default=str,
+                )
+                + "\n"
+            )
 
 
 class FlowerRunner:
@@ -45,6 +83,9 @@ class FlowerRunner:
         self.scalers: dict[int, Scaler] = {}
         self.stats: dict[int, SufficientStats] = {}
         self.silent: set[int] = set()  # clients that did not answer this round's training
+        self.secure = job.setup.federation.secure
+        self.sums = SecureSums(self._exchange)
+        self._queries = 0
 
     def connect(self) -> None:
         """Wait for the expected SuperNodes, learn each one's client id and its statistics."""
@@ -70,17 +111,27 @@ class FlowerRunner:
                 raise RuntimeError(f"two SuperNodes hold client {cid}'s data")
             self.node_of[cid] = reply.metadata.src_node_id
             self.sizes[cid] = int(info["n-train"])
-            stats[cid] = record_stats(reply.content.array_records["stats"])
-        if len(stats) < self.job.expected_clients:
+            if not self.secure:
+                stats[cid] = record_stats(reply.content.array_records["stats"])
+        if len(self.node_of) < self.job.expected_clients:
             raise RuntimeError(
-                f"only {len(stats)} of {self.job.expected_clients} SuperNodes described their data within "
-                f"{self.job.connect_timeout:.0f}s (clients {sorted(stats)})"
+                f"only {len(self.node_of)} of {self.job.expected_clients} SuperNodes described their "
+                f"data within {self.job.connect_timeout:.0f}s (clients {sorted(self.node_of)})"
             )
+        if self.secure:  # one summed statistic: no client's own sums reach the server
+            ask = {c: RecordDict({"stats-sum": ConfigRecord({})}) for c in self.client_ids()}
+            total, clients, failures = self.sums.release("query", ask, 0, "stats")
+            if total is None or failures:
+                raise RuntimeError(
+                    f"secure aggregation of the scaler statistics: clients did not answer: "
+                    f"{failures}"
+                )
+            stats = {-1: stats_from_arrays(total)}
         self.stats = stats
         shapes = {m.name: m.shape for m in self.job.setup.model.modalities}
         if self.job.setup.scaling == "federated":
             shared = federated_scaler(stats, shapes, self.job.setup.x_scaling)
-            self.scalers = dict.fromkeys(sorted(stats), shared)
+            self.scalers = dict.fromkeys(self.client_ids(), shared)
         else:
             self.scalers = {
                 c: stats[c].scaler(shapes, self.job.setup.x_scaling) for c in sorted(stats)
@@ -117,22 +168,17 @@ class FlowerRunner:
         for c in contents:
             if c not in replies and c not in failures:
                 failures[c] = f"no reply within {self.job.round_timeout:.0f}s"
+        _audit(kind, replies)
         return replies, failures
 
-    def train(
-        self,
-        jobs: dict[int, State],
-        round_: int,
-        cfg: LocalTrainConfig,
-        anchor: State | None = None,
-    ):
+    def _train_contents(self, jobs, round_, cfg, anchor) -> dict[int, RecordDict]:
         config = ConfigRecord(
             {**asdict(cfg), "round": round_, "seed": self.job.setup.federation.seed}
         )
         config = ConfigRecord({k: v for k, v in config.items() if v is not None})
         # the warm start the clients are pulled toward (its anchored parts only)
         extra = {} if anchor is None else {"anchor": state_record(anchored(anchor))}
-        contents = {
+        return {
             c: RecordDict(
                 {
                     "global": state_record(s),
@@ -143,6 +189,41 @@ class FlowerRunner:
             )
             for c, s in jobs.items()
         }
+
+    def train_summed(self, jobs, round_, cfg, anchor=None):
+        """Secure aggregation: the sample-weighted mean model of the clients that answered."""
+        contents = self._train_contents(jobs, round_, cfg, anchor)
+        total, clients, failures = self.sums.release("train", contents, round_, f"train-{round_}")
+        self.silent = set(failures)
+        if total is None:
+            return None, failures
+        return summed_update(total, clients, next(iter(jobs.values()))), failures
+
+    def evaluate_summed(self, state: State, clients: list[int]) -> tuple[float, list[int]]:
+        """Secure aggregation: the mean validation MSE over ``clients`` that answered."""
+        contents = {
+            c: RecordDict({"global": state_record(state), "scaler": scaler_record(self.scalers[c])})
+            for c in clients
+            if c not in self.silent
+        }
+        self._queries += 1
+        total, judged, failures = self.sums.release(
+            "evaluate", contents, 0, f"evaluate-{self._queries}"
+        )
+        for c, why in failures.items():
+            logger.error("evaluation: client %d did not answer: %s", c, why)
+        if total is None:
+            return float("nan"), []
+        return mean_from_val_sum(total["v"]), judged
+
+    def train(
+        self,
+        jobs: dict[int, State],
+        round_: int,
+        cfg: LocalTrainConfig,
+        anchor: State | None = None,
+    ):
+        contents = self._train_contents(jobs, round_, cfg, anchor)
         replies, failures = self._exchange("train", contents, round_)
         self.silent = set(failures)  # not asked to evaluate this round (they would time out again)
         updates = []
@@ -173,7 +254,8 @@ class FlowerRunner:
         }
 
     def pls_query(self, op: str, arrays: dict[str, np.ndarray] | None = None) -> dict[int, dict]:
-        """Ask every client for one PLS aggregate; all must answer (a warm start needs them)."""
+        """Ask every client for one PLS aggregate; all must answer (a warm start needs them).
+        Under secure aggregation the answer is one entry, -1: the sum over clients."""
         contents = {
             c: RecordDict(
                 {
@@ -184,6 +266,12 @@ class FlowerRunner:
             )
             for c in self.client_ids()
         }
+        if self.secure:
+            self._queries += 1
+            total, _, failures = self.sums.release("query", contents, 0, f"pls-{self._queries}")
+            if total is None or failures:
+                raise RuntimeError(f"federated warm start: clients did not answer: {failures}")
+            return {-1: total}
         replies, failures = self._exchange("query", contents, 0)
         if failures:
             raise RuntimeError(f"federated PLS warm start: clients did not answer: {failures}")
@@ -237,6 +325,9 @@ class FlowerOracle:
 
     def val_sse(self, coefs: np.ndarray) -> list[tuple[np.ndarray, int]]:
         answers = self.runner.pls_query("val", {"coefs": np.asarray(coefs, np.float64)})
+        if self.runner.secure:  # the sum of the clients' MSE and their count: its mean
+            v = answers[-1]["v"]
+            return [(v[:-1], int(round(float(v[-1]))))]
         return [(answers[c]["v"], int(answers[c]["n"][0])) for c in sorted(answers)]
 
 
