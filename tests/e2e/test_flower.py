@@ -370,3 +370,50 @@ def test_secure_aggregation_on_flower_matches_inprocess_and_sends_only_masked_an
         assert torch.equal(inproc["state_dict"][k], sim["state_dict"][k]), k
     assert json.loads(sim["meta"])["secure_aggregation"] is True
     _assert_only_sums_reached_the_server(_audited(audit))
+
+
+@pytest.mark.slow
+def test_secure_aggregation_on_a_real_deployment_tolerates_a_killed_supernode(
+    tmp_path, monkeypatch
+):
+    """SuperLink + 3 SuperNodes with secure aggregation; SuperNode 2 is killed after round 1.
+    Round 2 sums the two survivors' masked answers exactly (the same weights as the
+    in-process engine with client 2 leaving after round 1), and the ServerApp never received
+    a plain per-client value."""
+    project = make_project(tmp_path / "p", flower_app=True)
+    params = (
+        DEPLOY_PARAMS.replace("warm_start.kind=pls", "warm_start.kind=none")
+        + ",training.federation.min_clients=2,training.privacy.secure_aggregation=true"
+    )
+    audit = tmp_path / "audit.jsonl"
+    monkeypatch.setenv("FDRMFL_AUDIT_REPLIES", str(audit))
+    proc = _deploy(project, 3, ["--round-timeout", "30", "--kill-client", "2:1"], params=params)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    deployed = _bundle(project)
+    _assert_only_sums_reached_the_server(_audited(audit))
+    import pandas as pd
+
+    history = pd.read_parquet(
+        sorted((project / "data/07_model_output/training_history.parquet").glob("*/*"))[-1]
+    )
+    part = {(r.round, r.client): r.participated for r in history.itertuples()}
+    assert part[(1, 2)] and not part[(2, 2)] and part[(2, 0)] and part[(2, 1)]
+    # the same job in process: client 2 leaves after round 1
+    import yaml
+
+    nested: dict = {}
+    for item in params.split(","):
+        key, value = item.split("=")
+        node = nested
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    nested["partitioning"] = {"n_clients": 3}
+    nested["training"]["federation"]["availability"] = {"schedule": {2: {"join": 1, "leave": 1}}}
+    monkeypatch.delenv("FDRMFL_AUDIT_REPLIES")
+    run_session(project, ["training"], nested)
+    inproc = _bundle(project)
+    for k in inproc["state_dict"]:
+        assert torch.equal(inproc["state_dict"][k], deployed["state_dict"][k]), k
+    _no_flower_processes_left(str(Path(json_meta(deployed)["run_dir"])))
