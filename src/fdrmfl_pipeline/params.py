@@ -336,10 +336,12 @@ class ExperimentalParams(_Strict):
 class PrivacyParams(_Strict):
     """Client-level differential privacy of the training job (docs/privacy.md)."""
 
-    mode: Literal["off", "central"] = Field(
+    mode: Literal["off", "central", "local"] = Field(
         "off",
         description="central: the server clips each client's model change and adds Gaussian "
-        "noise to their sum (DP-FedAvg); off: no differential privacy",
+        "noise to their sum (DP-FedAvg, a trusted server); local: each client clips and noises "
+        "its own change before sending it (no trusted server, far more noise); off: no "
+        "differential privacy",
     )
     clip: float = Field(1.0, gt=0.0, description="L2 bound on one client's model change per round")
     noise_multiplier: float | None = Field(
@@ -361,10 +363,10 @@ class PrivacyParams(_Strict):
 
     @model_validator(mode="after")
     def _one_noise_source(self) -> PrivacyParams:
-        if self.mode == "central" and (self.noise_multiplier is None) == (
-            self.target_epsilon is None
-        ):
-            raise ValueError("mode central needs exactly one of noise_multiplier, target_epsilon")
+        if self.mode != "off" and (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError(
+                f"mode {self.mode} needs exactly one of noise_multiplier, target_epsilon"
+            )
         return self
 
 

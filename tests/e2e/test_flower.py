@@ -282,6 +282,24 @@ def test_differential_privacy_is_bit_identical_on_flower_and_states_its_epsilon(
     assert h.groupby("round")["epsilon"].first().is_monotonic_increasing
 
 
+def test_local_differential_privacy_is_bit_identical_on_flower_simulation(tmp_path):
+    """Local DP: each client clips and noises its own change inside the ClientApp (seeded,
+    no secret in simulation): the same weights as in process."""
+    project = make_project(tmp_path / "p")
+    params = _merge(
+        _merge(SMALL, DP), {"training": {"privacy": {"mode": "local", "target_epsilon": 8.0}}}
+    )
+    run_session(project, ["ingestion", "partitioning", "training"], params)
+    inproc = _bundle(project)
+    run_session(
+        project, ["training"], _merge(params, {"training": {"engine": "flower-simulation"}})
+    )
+    sim = _bundle(project)
+    for k in inproc["state_dict"]:
+        assert torch.equal(inproc["state_dict"][k], sim["state_dict"][k]), k
+    assert json.loads(sim["meta"])["privacy"]["mode"] == "local"
+
+
 def test_a_dynamic_federation_is_bit_identical_on_flower(tmp_path):
     """Clients joining late, leaving early and dropping out at random run the same rounds on
     Flower simulation as in process: same weights, same participation."""

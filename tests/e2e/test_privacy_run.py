@@ -52,3 +52,15 @@ def test_a_warm_start_under_privacy_is_refused_with_the_fix(tmp_project):
     leaky = merge(DP, {"training": {"warm_start": {"kind": "pls"}}})
     with pytest.raises(ConfigError, match="warm_start.kind 'pls' sends each client"):
         run_session(tmp_project, ["ingestion", "partitioning", "training"], leaky)
+
+
+def test_local_dp_run_states_its_per_client_epsilon(tmp_project):
+    """Local DP: the clients noise their own changes; the model and the report state the
+    per-client epsilon and the mechanism."""
+    local = merge(DP, {"training": {"privacy": {"mode": "local", "target_epsilon": 8.0}}})
+    run_session(tmp_project, None, local)
+    bundle = torch.load(latest(tmp_project, "data/06_models/global_model.pt"), weights_only=True)
+    privacy = json.loads(bundle["meta"])["privacy"]
+    assert privacy["mode"] == "local" and privacy["epsilon"] <= 8.0 + 1e-6
+    report = latest(tmp_project, "data/08_reporting/report.html").read_text()
+    assert "local differential privacy on the client level, (ε = 8" in report

@@ -157,3 +157,57 @@ def test_settings_that_would_release_client_data_are_refused():
     assert TrainingSetup.from_dict(setup.to_dict()) == setup  # travels to Flower as JSON
     with pytest.raises(ValueError, match="exactly one of"):
         TrainingParams.model_validate({"privacy": {"mode": "central"}})
+
+
+def test_local_dp_accounts_each_client_at_sensitivity_twice_the_clip():
+    """Local DP: every client's released change moves by at most 2 clip when its data changes,
+    so T rounds at noise multiplier sigma cost what T Gaussians at sigma / 2 cost (exact curve
+    below the accountant's value, the classic bound above it); no sampling amplification."""
+    dp = resolve("local", 1.0, 8.0, None, 1e-5, None, sample_rate=0.3, rounds=20)
+    assert dp.mode == "local" and dp.sample_rate == 1.0
+    exact = _exact_gaussian_epsilon(4.0, 20, 1e-5)
+    assert exact <= dp.epsilon <= _classic_rdp_bound(4.0, 20, 1e-5)
+    assert dp.spent(20) == pytest.approx(dp.epsilon) and dp.spent(5) < dp.epsilon
+    solved = resolve("local", 1.0, None, 4.0, 1e-5, None, sample_rate=1.0, rounds=20)
+    assert solved.epsilon == pytest.approx(4.0, rel=1e-3)
+    assert solved.noise_multiplier == pytest.approx(2 * calibrate(4.0, 1.0, 20, 1e-5))
+
+
+def test_local_noise_has_the_right_scale_and_depends_on_the_clients_secret():
+    from fdrmfl_pipeline.core.privacy import local_privatize
+
+    start = {"w": torch.zeros(200_000), "n": torch.tensor(7)}
+    update = {"w": torch.full((200_000,), 1.0), "n": torch.tensor(9)}
+    sent, norm_before = local_privatize(update, start, 0.5, 2.0, seed=1, round_=3, client=2)
+    assert norm_before == pytest.approx(math.sqrt(200_000))
+    change = sent["w"].double() - start["w"].double()
+    # clipped change (norm 0.5, spread evenly) + noise of std 2.0 * 0.5
+    assert float(change.mean()) == pytest.approx(0.5 / math.sqrt(200_000), abs=0.01)
+    assert float(change.std()) == pytest.approx(1.0, rel=0.01)
+    assert int(sent["n"]) == 9  # counters are the client's own
+    again, _ = local_privatize(update, start, 0.5, 2.0, seed=1, round_=3, client=2)
+    assert torch.equal(sent["w"], again["w"])  # seeded: reproducible without a secret
+    other, _ = local_privatize(update, start, 0.5, 2.0, 1, 3, 2, secret="a" * 64)
+    assert not torch.equal(sent["w"], other["w"])  # a secret the server lacks changes the noise
+
+
+def test_local_dp_sends_the_noised_change_without_loss_metrics():
+    from fdrmfl_pipeline.core.client import LocalTrainConfig, local_update
+    from tests.tiny import tiny_clients
+
+    _, _, clients, _, config = tiny_clients()
+    from fdrmfl_pipeline.core.model import build_model
+
+    start = build_model(config, seed=0).state_dict()
+    cfg = LocalTrainConfig(local_epochs=1, batch_size=16, dp_clip=0.1, dp_noise_multiplier=0.0)
+    upd, own = local_update(config, start, None, clients[0], cfg, 0, 1)
+    change = math.sqrt(
+        sum(
+            float(((upd.state[k] - start[k]).double() ** 2).sum())
+            for k in start
+            if torch.is_floating_point(start[k])
+        )
+    )
+    assert change == pytest.approx(0.1, rel=1e-3)  # clipped (the model moved further)
+    assert not all(torch.equal(own[k], upd.state[k]) for k in own)  # the client keeps its own
+    assert all(math.isnan(v) for k, v in upd.metrics.items() if k.startswith("train_"))

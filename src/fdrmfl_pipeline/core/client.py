@@ -35,6 +35,10 @@ class LocalTrainConfig:
     prox_mu: float = 0.01
     lambda_l1: float = 0.0  # L1 on the encoders' linear paths (sparse projections)
     anchor_mu: float = 0.0  # L2-SP: pull the encoders and fusion toward the warm start
+    # local differential privacy (training.privacy.mode local): the client clips its change to
+    # dp_clip and adds Gaussian noise of std dp_noise_multiplier * dp_clip before sending it
+    dp_clip: float = 0.0
+    dp_noise_multiplier: float = 0.0
 
 
 @dataclass
@@ -70,8 +74,13 @@ def local_update(
     seed: int,
     round_: int,
     anchor_state: State | None = None,
+    noise_secret: str = "",
 ) -> tuple[ClientUpdate, State]:
     """Train the received global model on the client's ``train`` split.
+
+    Under local DP (``cfg.dp_clip > 0``) the update sent is the clipped, noised change
+    (:func:`fdrmfl_pipeline.core.privacy.local_privatize`, noise seeded with ``noise_secret``)
+    and carries no loss metrics; the client keeps its own un-noised model.
 
     ``anchor_state`` (with ``cfg.anchor_mu > 0``): the federated warm start; the encoders and
     fusion are pulled toward it by ``anchor_mu/2 * ||w - w_anchor||^2`` (L2-SP), i.e. weight decay
@@ -149,6 +158,22 @@ def local_update(
     metrics = {f"train_{k}": (v / steps if steps else float("nan")) for k, v in sums.items()}
     metrics["seconds"] = time.perf_counter() - t0
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if cfg.dp_clip > 0:
+        from fdrmfl_pipeline.core.privacy import local_privatize
+
+        sent, _ = local_privatize(
+            state,
+            global_state,
+            cfg.dp_clip,
+            cfg.dp_noise_multiplier,
+            seed,
+            round_,
+            data.client_id,
+            noise_secret,
+        )
+        # the losses would be releases the accountant does not cover
+        metrics = {k: (float("nan") if k.startswith("train_") else v) for k, v in metrics.items()}
+        return ClientUpdate(data.client_id, sent, train.n, metrics), state
     return ClientUpdate(data.client_id, state, train.n, metrics), state
 
 

@@ -542,7 +542,7 @@ def _train_round(
     online = ids if fed.strategy == "central" else fed.online(ids, rnd)
     if fed.strategy in ("local", "central"):
         selected = online
-    elif fed.dp.enabled:  # Poisson sampling: what the accountant assumes
+    elif fed.dp.mode == "central":  # Poisson sampling: what the accountant assumes
         selected = poisson_sample(ids, fed.dp.sample_rate, fed.seed, rnd)
     elif not online:
         selected = []
@@ -574,7 +574,7 @@ def _aggregate(
     the run (:class:`NonFiniteModelError`)."""
     from fdrmfl_pipeline.core.bundle import check_finite_state
 
-    if fed.dp.enabled:
+    if fed.dp.mode == "central":
         rnd = progress.last_round + 1
         new, info = private_average(
             progress.global_state,
@@ -597,7 +597,7 @@ def _aggregate(
         check_finite_state(progress.global_state, f"round {rnd}: the private aggregate")
         return
 
-    if not updates and not fed.dp.enabled:
+    if not updates:
         logger.warning(
             "round %d: no client took part; the model is unchanged", progress.last_round + 1
         )
@@ -638,9 +638,7 @@ def _validate_round(
     by_id = {u.client_id: u for u in updates}
     rows = [_history_row(rnd, c, by_id.get(c), runner.n_train(c), vals) for c in ids]
     if fed.dp.enabled:  # the privacy spent so far, by the same accountant
-        from fdrmfl_pipeline.core.privacy import epsilon
-
-        eps = epsilon(fed.dp.noise_multiplier, fed.dp.sample_rate, rnd, fed.dp.delta)
+        eps = fed.dp.spent(rnd)
         rows = [{**r, "epsilon": eps, "delta": fed.dp.delta} for r in rows]
     progress.history.extend(rows)
     finite = [r["val_mse"] for r in rows if np.isfinite(r["val_mse"])]

@@ -14,6 +14,16 @@ the same accountant TensorFlow Privacy and Opacus's RDP option implement; RDP is
 for tens to thousands of rounds and needs no discretisation choices). Noise is drawn from a
 generator seeded by (seed, round), so every engine gives the same model for a seed.
 
+Mechanism (``mode: local``, no trusted server): each client clips its own model change to
+``clip`` and adds N(0, (noise_multiplier * clip)^2) per coordinate before sending it; the server
+averages what it receives (FedAvg). Accounting per client: the rounds it takes part in (at most
+``rounds``) compose the Gaussian mechanism with sensitivity ``2 * clip`` (any change of the
+client's data moves its clipped change by at most that), so the accountant sees noise multiplier
+``noise_multiplier / 2``, no sampling amplification (the server sees who answers). The noise is
+drawn on the client from a generator seeded by (seed, round, client) and the client's own
+secret: in process and in simulation there is none (reproducible runs for experiments; the
+server could rebuild the noise), in the deployment each SuperNode gets a random secret.
+
 What is *not* released under DP, so the guarantee holds for the whole training job: the
 federated warm start and the federated scaler (both refused: use ``warm_start.kind: none`` and
 ``data.scaling: local``), and per-round validation metrics (not computed; early stopping off).
@@ -31,7 +41,7 @@ from fdrmfl_pipeline.core import seeding
 from fdrmfl_pipeline.errors import ConfigError, PrivacyBudgetError
 
 State = dict[str, torch.Tensor]
-MODES = ("off", "central")
+MODES = ("off", "central", "local")
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,13 @@ class DPSettings:
     @property
     def enabled(self) -> bool:
         return self.mode != "off"
+
+    def spent(self, rounds: int) -> float:
+        """Epsilon after ``rounds`` rounds (at delta): the accountant's sampled Gaussian for
+        ``central``; for ``local`` each client's worst case (it took part in every round)."""
+        if self.mode == "local":
+            return epsilon(self.noise_multiplier / 2, 1.0, rounds, self.delta)
+        return epsilon(self.noise_multiplier, self.sample_rate, rounds, self.delta)
 
 
 def _event(noise_multiplier: float, sample_rate: float, rounds: int):
@@ -123,21 +140,30 @@ def resolve(
         raise ConfigError(
             "training.privacy: give exactly one of noise_multiplier and target_epsilon"
         )
-    sigma = (
-        calibrate(target_epsilon, sample_rate, rounds, delta)
-        if target_epsilon is not None
-        else float(noise_multiplier)
-    )
-    eps = epsilon(sigma, sample_rate, rounds, delta)
+    if mode == "local":  # sensitivity 2 clip, no amplification by sampling
+        sample_rate = 1.0
+        sigma = (
+            2 * calibrate(target_epsilon, 1.0, rounds, delta)
+            if target_epsilon is not None
+            else float(noise_multiplier)
+        )
+        eps = epsilon(sigma / 2, 1.0, rounds, delta)
+    else:
+        sigma = (
+            calibrate(target_epsilon, sample_rate, rounds, delta)
+            if target_epsilon is not None
+            else float(noise_multiplier)
+        )
+        eps = epsilon(sigma, sample_rate, rounds, delta)
     budget = max_epsilon if max_epsilon is not None else target_epsilon
     if budget is not None and eps > budget * (1 + 1e-6):
         raise PrivacyBudgetError(
-            f"training.privacy: {rounds} rounds at noise_multiplier {sigma:.4g} with client "
-            f"sampling rate {sample_rate:g} spend epsilon = {eps:.3f} (delta {delta:g}), over "
+            f"training.privacy: {rounds} rounds of {mode} DP at noise_multiplier {sigma:.4g} "
+            f"with client sampling rate {sample_rate:g} spend epsilon = {eps:.3f} (delta {delta:g}), over "
             f"the budget max_epsilon = {budget:g}; nothing was trained. Raise the noise, "
             "lower training.federation.rounds or client_fraction, or raise the budget"
         )
-    return DPSettings("central", clip, sigma, delta, sample_rate, rounds, eps)
+    return DPSettings(mode, clip, sigma, delta, sample_rate, rounds, eps)
 
 
 def poisson_sample(client_ids: Sequence[int], rate: float, seed: int, round_: int) -> list[int]:
@@ -201,3 +227,36 @@ def private_average(
         ),
     }
     return out, info
+
+
+def local_privatize(
+    update: State,
+    start: State,
+    clip: float,
+    noise_multiplier: float,
+    seed: int,
+    round_: int,
+    client: int,
+    secret: str = "",
+) -> tuple[State, float]:
+    """Local DP on the client: ``start`` + its change clipped to ``clip`` + Gaussian noise of
+    std ``noise_multiplier * clip``; the generator is seeded by (seed, round, client) and the
+    client's ``secret``. Non-float tensors are the update's. Returns the state to send and the
+    change's norm before clipping."""
+    import hashlib
+
+    clipped, norm = clip_update(update, start, clip)
+    digest = hashlib.sha256(secret.encode()).digest()  # all 256 bits of the secret count
+    salt = [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 32, 4)]
+    gen = torch.Generator().manual_seed(
+        int(seeding.rng(seed, "local-dp", round_, client, *salt).integers(2**62))
+    )
+    std = noise_multiplier * clip
+    out: State = {}
+    for k, v in update.items():
+        if k not in clipped:
+            out[k] = v.clone()
+            continue
+        noise = torch.randn(v.shape, generator=gen, dtype=torch.float64) * std
+        out[k] = (start[k].to(torch.float64) + clipped[k] + noise).to(v.dtype)
+    return out, norm

@@ -9,7 +9,7 @@ and out, no Kedro, no Flower), so a Flower job carries it as is.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from fdrmfl_pipeline.core.client import LocalTrainConfig
@@ -43,8 +43,9 @@ def _secure(params: Any) -> bool:
         )
     if params.privacy.mode != "off":
         problems.append(
-            "training.privacy.mode 'central' clips each client's update on the server, which "
-            "secure aggregation hides (combining both is not supported yet)"
+            f"training.privacy.mode '{params.privacy.mode}' with secure aggregation is not "
+            "supported yet (central DP clips each client's update on the server, which secure "
+            "aggregation hides)"
         )
     if problems:
         raise ConfigError(
@@ -79,7 +80,7 @@ def _privacy(params: Any) -> DPSettings:
             "(set it to local)"
         )
     av = params.federation.availability
-    if av.probability < 1.0 or av.schedule:
+    if p.mode == "central" and (av.probability < 1.0 or av.schedule):
         problems.append(
             "training.federation.availability changes who takes part outside the sampling the "
             "accountant models (leave probability 1 and schedule empty)"
@@ -91,7 +92,7 @@ def _privacy(params: Any) -> DPSettings:
         )
     if problems:
         raise ConfigError(
-            "training.privacy.mode 'central' protects the whole training job only if nothing "
+            f"training.privacy.mode '{p.mode}' protects the whole training job only if nothing "
             "else leaves the clients: " + "; ".join(problems)
         )
     return resolve(
@@ -166,6 +167,8 @@ class TrainingSetup:
             anchor_mu=params.experimental.anchor_mu,
         )
         dp = _privacy(params)
+        if dp.mode == "local":  # the clients clip and noise their own changes
+            local = replace(local, dp_clip=dp.clip, dp_noise_multiplier=dp.noise_multiplier)
         fed = FederationConfig(
             strategy=params.strategy,
             rounds=f.rounds,

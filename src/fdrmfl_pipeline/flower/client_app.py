@@ -179,6 +179,8 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
                 record_state(msg.content.array_records["anchor"])
                 if "anchor" in msg.content.array_records
                 else None,
+                # local DP: the noise is seeded with this SuperNode's own secret (deployment)
+                noise_secret=str(context.node_config.get("dp-secret", "")),
             )
             context.state.array_records["prev"] = state_record(local_state)  # stays here
             return upd

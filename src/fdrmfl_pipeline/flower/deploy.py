@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -209,7 +210,9 @@ def federate_local(
                     "--port",
                     str(port),
                     "--node-config",
-                    f"data-path='{clients_dir / f'client_{c}.parquet'}'",
+                    # dp-secret: seeds this node's local-DP noise; the server never learns it
+                    f"data-path='{clients_dir / f'client_{c}.parquet'}' "
+                    f"dp-secret='{secrets.token_hex(32)}'",
                 ],
                 run_dir / f"supernode-{c}.log",
                 env_vars,

@@ -39,8 +39,9 @@ def train_model(
     dp = setup.federation.dp
     if dp.enabled:
         logger.info(
-            "Differential privacy (client level, central): noise multiplier %.4g, clip %g, "
+            "Differential privacy (client level, %s): noise multiplier %.4g, clip %g, "
             "client sampling rate %g, %d rounds -> epsilon %.3f at delta %g for the whole job",
+            dp.mode,
             dp.noise_multiplier,
             dp.clip,
             dp.sample_rate,
@@ -66,6 +67,8 @@ def train_model(
         meta["secure_aggregation"] = True
     bundle = make_bundle(setup.model, result.global_state, scalers, result.client_states, meta)
     history = pd.DataFrame(result.history).assign(strategy=params.strategy)
+    if dp.enabled:  # the report names the mechanism
+        history = history.assign(dp_mode=dp.mode)
     if setup.federation.secure:  # the report states it; per-client columns hold the means
         history = history.assign(secure_aggregation=True)
     return bundle, history
