@@ -44,11 +44,10 @@ def run_one(
     scheme: str = "paper",
 ) -> dict:
     import numpy as np
-    import torch
 
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
     from fdrmfl_pipeline.core import seeding
+
+    seeding.deterministic_torch(threads)
     from fdrmfl_pipeline.core.client import evaluate_mse, model_from_state
     from fdrmfl_pipeline.core.clientdata import build_clients
     from fdrmfl_pipeline.core.engine import run_federated

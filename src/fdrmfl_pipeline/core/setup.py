@@ -245,10 +245,9 @@ class TrainingSetup:
     # ------------------------------------------------------------------ what engines share
     def setup_torch(self) -> None:
         """Fixed thread count and deterministic kernels: bit-identical results for a seed."""
-        import torch
+        from fdrmfl_pipeline.core.seeding import deterministic_torch
 
-        torch.set_num_threads(self.num_threads)
-        torch.use_deterministic_algorithms(True)
+        deterministic_torch(self.num_threads)
 
     def clients(
         self, data: MultimodalData, assignments, seed: int
