@@ -148,6 +148,21 @@ def test_early_stopping_keeps_the_best_round():
     assert res.rounds_run <= 8
 
 
+def test_early_stopping_without_validation_rows_runs_every_round():
+    """No client has validation rows (the reference protocol): there is nothing to judge, so
+    early stopping must not count the rounds as stale and cut the run short."""
+    _, _, clients, scalers, config = tiny_clients(val_fraction=0.0)
+    assert all(c.val.n == 0 for c in clients.values())
+    res = run_federated(
+        config,
+        clients,
+        scalers,
+        CFG,
+        FederationConfig(rounds=5, seed=0, early_stopping=True, patience=2),
+    )
+    assert res.rounds_run == 5 and res.best_round == 5
+
+
 def test_only_weights_counts_and_scalar_metrics_cross_to_the_server():
     """Audit every ClientUpdate the server receives: nothing shaped like a client's data."""
     _, _, clients, scalers, config = tiny_clients()

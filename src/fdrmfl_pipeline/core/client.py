@@ -10,35 +10,11 @@ import torch
 
 from fdrmfl_pipeline.core import losses, seeding
 from fdrmfl_pipeline.core.clientdata import ClientData, SplitArrays
+from fdrmfl_pipeline.core.config import LocalTrainConfig  # noqa: F401  (re-exported)
 from fdrmfl_pipeline.core.model import FDRMFLModel, ModelConfig, build_model
 
 State = dict[str, torch.Tensor]
 LOSS_TERMS = ("mse", "mi", "skl", "con", "prox", "l1", "anchor")
-
-
-@dataclass(frozen=True)
-class LocalTrainConfig:
-    """Loss weights and optimiser settings of one local update (the round's config). The
-    defaults are the project's (``training.optimizer`` / ``training.loss``; a test keeps them
-    equal)."""
-
-    local_epochs: int = 3
-    batch_size: int = 32
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    grad_clip: float | None = 5.0
-    lambda_mi: float = 0.1
-    lambda_kl: float = 0.01
-    lambda_con: float = 0.1
-    tau: float = 0.5
-    prox_mu: float = 0.01
-    lambda_l1: float = 0.0  # L1 on the encoders' linear paths (sparse projections)
-    anchor_mu: float = 0.0  # L2-SP: pull the encoders and fusion toward the warm start
-    # local differential privacy (training.privacy.mode local): the client clips its change to
-    # dp_clip and adds Gaussian noise of std dp_noise_multiplier * dp_clip before sending it
-    dp_clip: float = 0.0
-    dp_noise_multiplier: float = 0.0
 
 
 @dataclass
@@ -57,6 +33,18 @@ def _tensors(
     sel = slice(None) if idx is None else idx
     x = {k: torch.from_numpy(np.ascontiguousarray(v[sel])) for k, v in split.x.items()}
     return x, torch.from_numpy(split.mask[sel]), torch.from_numpy(split.y[sel])
+
+
+@torch.no_grad()
+def _frozen_z(config: ModelConfig, state: State, split: SplitArrays, chunk: int) -> torch.Tensor:
+    """Z of a frozen model (eval mode, no latent sampling) for every row of ``split``, in
+    chunks of ``chunk`` rows: the contrastive term's global and previous representations."""
+    model = model_from_state(config, state).eval()
+    parts = []
+    for start in range(0, split.n, chunk):
+        x, mask, _ = _tensors(split, np.arange(start, min(start + chunk, split.n)))
+        parts.append(model(x, mask, sample=False).z)
+    return torch.cat(parts) if parts else torch.zeros(0, config.latent_dim)
 
 
 def model_from_state(config: ModelConfig, state: State) -> FDRMFLModel:
@@ -100,10 +88,10 @@ def local_update(
     model = model_from_state(config, global_state)
     model.train()
     use_con = cfg.lambda_con > 0 and prev_state is not None
-    frozen_global = frozen_prev = None
-    if use_con:
-        frozen_global = model_from_state(config, global_state).eval().requires_grad_(False)
-        frozen_prev = model_from_state(config, prev_state).eval().requires_grad_(False)
+    z_glob_all = z_prev_all = None
+    if use_con:  # the frozen models' Z of every training row, once per round (they do not change)
+        z_glob_all = _frozen_z(config, global_state, data.train, cfg.batch_size)
+        z_prev_all = _frozen_z(config, prev_state, data.train, cfg.batch_size)
     global_params = [p.detach().clone() for p in model.parameters()] if cfg.prox_mu > 0 else None
     anchor = None
     if cfg.anchor_mu > 0:
@@ -132,10 +120,10 @@ def local_update(
                 terms["skl"] = losses.symmetric_kl(out.mu, out.logvar, mask)
                 loss = loss + cfg.lambda_kl * terms["skl"]
             if use_con:
-                with torch.no_grad():
-                    z_glob = frozen_global(x, mask, sample=False).z
-                    z_prev = frozen_prev(x, mask, sample=False).z
-                terms["con"] = losses.moon_contrastive(out.z, z_glob, z_prev, cfg.tau)
+                rows = torch.from_numpy(idx)
+                terms["con"] = losses.moon_contrastive(
+                    out.z, z_glob_all[rows], z_prev_all[rows], cfg.tau
+                )
                 loss = loss + cfg.lambda_con * terms["con"]
             if cfg.lambda_l1 > 0:
                 terms["l1"] = losses.l1_linear_paths(model)

@@ -14,13 +14,7 @@ from math import prod
 import torch
 from torch import nn
 
-# modality kind -> default encoder type
-DEFAULT_ENCODER = {
-    "vector": "mlp",
-    "image": "cnn2d",
-    "sequence": "conv1d_attn",
-    "spectrum": "cnn1d",
-}
+from fdrmfl_pipeline.core.config import DEFAULT_ENCODER  # noqa: E402,F401  (re-exported)
 
 
 class _GaussianHead(nn.Module):

@@ -28,55 +28,13 @@ from fdrmfl_pipeline.core.client import (
     model_from_state,
 )
 from fdrmfl_pipeline.core.clientdata import ClientData, Scaler, pool_clients
+from fdrmfl_pipeline.core.config import FederationConfig  # noqa: F401  (re-exported)
 from fdrmfl_pipeline.core.model import ModelConfig, build_model
-from fdrmfl_pipeline.core.privacy import DPSettings, poisson_sample, private_average
+from fdrmfl_pipeline.core.privacy import poisson_sample, private_average
 
 logger = logging.getLogger(__name__)
 State = dict[str, torch.Tensor]
 STRATEGIES = ("fdrmfl", "fedavg", "fedprox", "moon", "local", "central")
-
-
-@dataclass(frozen=True)
-class FederationConfig:
-    strategy: str = "fdrmfl"
-    rounds: int = 5
-    client_fraction: float = 1.0
-    retention: float = 0.0
-    early_stopping: bool = True
-    patience: int = 3
-    min_delta: float = 0.0
-    seed: int = 42
-    min_clients: int = 1  # a round needs at least this many answering clients
-    dp: DPSettings = DPSettings()  # client-level differential privacy (core.privacy)
-    # a dynamic federation: each member is online in a round with this probability (seeded by
-    # seed and round) ...
-    availability: float = 1.0
-    # ... and only between its join and leave rounds: (client, join, leave or 0 for never)
-    schedule: tuple[tuple[int, int, int], ...] = ()
-    # the server receives only sums over clients (core.secagg): one mean model per round and
-    # the mean validation error, never a client's own
-    secure: bool = False
-
-    def __post_init__(self) -> None:  # JSON gives lists back: keep it hashable and comparable
-        object.__setattr__(self, "schedule", tuple(tuple(int(x) for x in s) for s in self.schedule))
-
-    def online(self, ids: list[int], round_: int) -> list[int]:
-        """The clients that can take part in ``round_``: members by the schedule, then each
-        online with probability ``availability`` (one seeded draw per client and round)."""
-        spans = {c: (j, leave) for c, j, leave in self.schedule}
-        members = [
-            c
-            for c in ids
-            if c not in spans
-            or (spans[c][0] <= round_ and (spans[c][1] == 0 or round_ <= spans[c][1]))
-        ]
-        if self.availability >= 1.0:
-            return members
-        from fdrmfl_pipeline.core import seeding
-
-        draw = seeding.rng(self.seed, "availability", round_).random(len(ids))
-        up = {c for c, u in zip(ids, draw, strict=True) if u < self.availability}
-        return [c for c in members if c in up]
 
 
 class FederationError(RuntimeError):
@@ -658,12 +616,20 @@ def _validate_round(
         mean_val,
         seconds,
     )
-    if np.isfinite(mean_val) and mean_val < progress.best[0] - fed.min_delta:
+    _track_best(progress, fed, rnd, mean_val)
+    return mean_val
+
+
+def _track_best(progress: _Progress, fed: FederationConfig, rnd: int, mean_val: float) -> None:
+    """Keep the round with the lowest mean validation MSE; a round without one (no client has
+    validation rows) is not judged, so early stopping never cuts a run it cannot evaluate."""
+    if not np.isfinite(mean_val):
+        return
+    if mean_val < progress.best[0] - fed.min_delta:
         progress.best = (mean_val, rnd, progress.global_state, dict(progress.client_states))
         progress.stale = 0
     else:
         progress.stale += 1
-    return mean_val
 
 
 def _secure_round(
@@ -740,11 +706,7 @@ def _secure_round(
         mean_val,
         time.perf_counter() - t0,
     )
-    if np.isfinite(mean_val) and mean_val < progress.best[0] - fed.min_delta:
-        progress.best = (mean_val, rnd, progress.global_state, dict(progress.client_states))
-        progress.stale = 0
-    else:
-        progress.stale += 1
+    _track_best(progress, fed, rnd, mean_val)
     return mean_val
 
 

@@ -5,62 +5,13 @@ The model is rebuilt from a JSON-able :class:`ModelConfig`; weights travel as a 
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from fdrmfl_pipeline.core.encoders import DEFAULT_ENCODER, build_encoder
-
-
-@dataclass(frozen=True)
-class ModalityConfig:
-    name: str
-    kind: str
-    shape: tuple[int, ...]
-    encoder: str
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild the architecture (no weights)."""
-
-    modalities: tuple[ModalityConfig, ...]
-    latent_dim: int = 16
-    hidden_dim: int = 64
-    dropout: float = 0.1
-    linear_path: bool = True
-    head_hidden: int = 32
-    extra: dict = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelConfig:
-        d = json.loads(text)
-        mods = tuple(
-            ModalityConfig(m["name"], m["kind"], tuple(m["shape"]), m["encoder"])
-            for m in d.pop("modalities")
-        )
-        return cls(modalities=mods, **d)
-
-    @classmethod
-    def for_modalities(
-        cls,
-        specs: list[tuple[str, str, tuple[int, ...]]],
-        encoders: dict[str, str] | None = None,
-        **kw,
-    ) -> ModelConfig:
-        """Pick each modality's encoder from its kind, unless ``encoders`` overrides it by name."""
-        encoders = encoders or {}
-        mods = tuple(
-            ModalityConfig(name, kind, tuple(shape), encoders.get(name, DEFAULT_ENCODER[kind]))
-            for name, kind, shape in specs
-        )
-        return cls(modalities=mods, **kw)
+from fdrmfl_pipeline.core.config import ModalityConfig, ModelConfig  # noqa: F401  (re-exported)
+from fdrmfl_pipeline.core.encoders import build_encoder
 
 
 class ModelOutput(NamedTuple):

@@ -33,39 +33,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
 from fdrmfl_pipeline.core import seeding
+from fdrmfl_pipeline.core.config import DPSettings  # noqa: F401  (re-exported)
 from fdrmfl_pipeline.errors import ConfigError, PrivacyBudgetError
 
 State = dict[str, torch.Tensor]
 MODES = ("off", "central", "local")
-
-
-@dataclass(frozen=True)
-class DPSettings:
-    """The resolved mechanism: what the server does, and what it costs."""
-
-    mode: str = "off"
-    clip: float = 1.0
-    noise_multiplier: float = 0.0
-    delta: float = 1e-5
-    sample_rate: float = 1.0
-    rounds: int = 0
-    epsilon: float = math.inf
-
-    @property
-    def enabled(self) -> bool:
-        return self.mode != "off"
-
-    def spent(self, rounds: int) -> float:
-        """Epsilon after ``rounds`` rounds (at delta): the accountant's sampled Gaussian for
-        ``central``; for ``local`` each client's worst case (it took part in every round)."""
-        if self.mode == "local":
-            return epsilon(self.noise_multiplier / 2, 1.0, rounds, self.delta)
-        return epsilon(self.noise_multiplier, self.sample_rate, rounds, self.delta)
 
 
 def _event(noise_multiplier: float, sample_rate: float, rounds: int):

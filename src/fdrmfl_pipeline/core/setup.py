@@ -12,10 +12,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from fdrmfl_pipeline.core.client import LocalTrainConfig
-from fdrmfl_pipeline.core.engine import FederationConfig
-from fdrmfl_pipeline.core.model import ModelConfig
-from fdrmfl_pipeline.core.privacy import DPSettings
+from fdrmfl_pipeline.core.config import DPSettings, FederationConfig, LocalTrainConfig, ModelConfig
 from fdrmfl_pipeline.core.warmstart.protocol import WarmStartConfig
 
 if TYPE_CHECKING:  # the pydantic parameter model (fdrmfl_pipeline.params); never imported here

@@ -8,6 +8,10 @@
   ``context.state`` on the client.
 * ``evaluate`` (weights + scaler) -> validation MSE (original units) and the val size.
 
+Only ``train`` and ``evaluate`` import torch: a query (statistics, a warm-start answer, a
+secure-aggregation step) runs on numpy alone, so each of those messages (a fresh process on a
+SuperNode) starts fast.
+
 Messages are addressed by Flower node id but *identified by client id* (the partition's id stored
 in its data file; Flower node ids are random per run and never used as keys).
 """
@@ -22,12 +26,6 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fdrmfl_pipeline.core.client import (
-    LocalTrainConfig,
-    evaluate_mse,
-    local_update,
-    model_from_state,
-)
 from fdrmfl_pipeline.core.clientdata import (
     RawClient,
     assignments_from_client_table,
@@ -35,7 +33,6 @@ from fdrmfl_pipeline.core.clientdata import (
     scale_client,
     stats_arrays,
 )
-from fdrmfl_pipeline.core.engine import client_answer, val_answer
 from fdrmfl_pipeline.core.modalities import from_arrow
 from fdrmfl_pipeline.flower import secure
 from fdrmfl_pipeline.flower.job import FlowerJob
@@ -52,7 +49,6 @@ def _client_raw(context: Context, job: FlowerJob) -> RawClient:
     """The client's own rows: its file from the node config, or ``clients_dir`` by partition id."""
     import pyarrow.parquet as pq
 
-    job.setup.setup_torch()
     path = context.node_config.get("data-path")
     if not path:
         path = str(
@@ -149,7 +145,11 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
+        from fdrmfl_pipeline.core.client import LocalTrainConfig, local_update
+        from fdrmfl_pipeline.core.engine import client_answer
+
         j = FlowerJob.from_context(context, job)
+        j.setup.setup_torch()
         raw = _client_raw(context, j)
         cfg_rec = msg.content.config_records["config"]
         round_ = int(cfg_rec["round"])
@@ -200,7 +200,11 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
+        from fdrmfl_pipeline.core.client import evaluate_mse, model_from_state
+        from fdrmfl_pipeline.core.engine import val_answer
+
         j = FlowerJob.from_context(context, job)
+        j.setup.setup_torch()
         raw = _client_raw(context, j)
         sc = record_scaler(msg.content.array_records["scaler"])
         data = scale_client(raw, sc, j.setup.modalities)

@@ -5,14 +5,17 @@ Everything that crosses the client/server boundary in a Flower run passes throug
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from flwr.app import Array, ArrayRecord
 
 from fdrmfl_pipeline.core.clientdata import Scaler, SufficientStats
-from fdrmfl_pipeline.core.losses import ANCHORED
 
-State = dict[str, torch.Tensor]
+if TYPE_CHECKING:  # torch is imported by the functions that need it (queries need none)
+    import torch
+
+State = dict[str, "torch.Tensor"]
 
 
 def arrays_record(d: dict[str, np.ndarray]) -> ArrayRecord:
@@ -24,10 +27,14 @@ def state_record(state: State) -> ArrayRecord:
 
 
 def record_state(rec: ArrayRecord) -> State:
+    import torch
+
     return {k: torch.from_numpy(np.array(v.numpy(), copy=True)) for k, v in rec.items()}
 
 
 def anchored(state: State) -> State:
+    from fdrmfl_pipeline.core.losses import ANCHORED
+
     return {k: v for k, v in state.items() if k.startswith(ANCHORED)}
 
 
