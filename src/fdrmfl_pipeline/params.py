@@ -279,6 +279,13 @@ class WarmStartParams(_Strict):
         description="lasso: FISTA steps per penalty; each step is one aggregated X^T X w query, "
         "i.e. one message round trip per client on Flower",
     )
+    gram_limit: int = Field(
+        512,
+        ge=0,
+        description="PCA and lasso: up to this many input columns the server asks once for the "
+        "summed X^T X and iterates on it (2 messages instead of one per iteration; their "
+        "iterations would reveal it anyway); 0: always one query per iteration",
+    )
 
 
 class OptimizerParams(_Strict):

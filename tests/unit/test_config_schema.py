@@ -125,6 +125,7 @@ def test_core_dataclass_defaults_agree_with_the_schema():
         "pca_iterations": t.warm_start.pca_iterations,
         "lasso_penalties": t.warm_start.lasso_penalties,
         "lasso_iterations": t.warm_start.lasso_iterations,
+        "gram_limit": t.warm_start.gram_limit,
     }
     assert dataclasses.asdict(PartitionOptions()) == dataclasses.asdict(p.partitioning.options())
 

@@ -280,13 +280,50 @@ def test_lasso_path_size_sets_the_number_of_aggregated_queries():
 
     oracle = Counting(clients, data.modality_names)
     short = warm_start_state(
-        config, oracle, 0, WarmStartConfig("lasso", lasso_penalties=3, lasso_iterations=5)
+        config,
+        oracle,
+        0,
+        WarmStartConfig("lasso", lasso_penalties=3, lasso_iterations=5, gram_limit=0),
     )
     assert Counting.queries == 3 * 5 + 30 + 1
     default = warm_start_state(
         config, InProcessPLS(clients, data.modality_names), 0, WarmStartConfig("lasso")
     )
     assert any(not torch.equal(short[k], default[k]) for k in short)
+
+
+@pytest.mark.parametrize("kind", ["pca", "lasso"])
+def test_narrow_inputs_ask_once_for_the_gram_matrix_with_the_same_fit(kind):
+    """Up to gram_limit input columns PCA and the lasso ask for the summed X^T X once (their
+    iterations would span the input space anyway): no per-iteration query, the same start."""
+    from fdrmfl_pipeline.core.warmstart import InProcessOracle as InProcessPLS
+    from fdrmfl_pipeline.core.warmstart import warm_start_state
+
+    data, _, clients, _, config = tiny_clients()
+
+    class Counting(InProcessPLS):
+        products = grams = 0
+
+        def gram_times(self, r):
+            Counting.products += 1
+            return super().gram_times(r)
+
+        def gram(self):
+            Counting.grams += 1
+            return super().gram()
+
+    per_iteration = warm_start_state(
+        config,
+        InProcessPLS(clients, data.modality_names),
+        0,
+        WarmStartConfig(kind, gram_limit=0),
+    )
+    once = warm_start_state(
+        config, Counting(clients, data.modality_names), 0, WarmStartConfig(kind)
+    )
+    assert (Counting.products, Counting.grams) == (0, 1)
+    for k in once:
+        torch.testing.assert_close(once[k], per_iteration[k], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["pls", "pca", "lasso"])

@@ -190,6 +190,7 @@ class TrainingSetup:
             pca_iterations=w.pca_iterations,
             lasso_penalties=w.lasso_penalties,
             lasso_iterations=w.lasso_iterations,
+            gram_limit=w.gram_limit,
         )
         return cls(
             model=model,

@@ -86,6 +86,8 @@ def _pls_arrays(raw: RawClient, job: FlowerJob, content: RecordDict, secure: boo
         return {"v": agg.cross()}
     if op == "gram":
         return {"v": agg.gram_times(content.array_records["query"]["r"].numpy())}
+    if op == "gram_full":
+        return {"v": agg.gram()}
     if op == "val":
         sse, n = agg.val_sse(content.array_records["query"]["coefs"].numpy())
         if secure:

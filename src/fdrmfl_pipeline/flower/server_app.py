@@ -323,6 +323,9 @@ class FlowerOracle:
     def gram_times(self, r: np.ndarray) -> np.ndarray:
         return self._sum("gram", {"r": np.asarray(r, np.float64)})
 
+    def gram(self) -> np.ndarray:
+        return self._sum("gram_full")
+
     def val_sse(self, coefs: np.ndarray) -> list[tuple[np.ndarray, int]]:
         answers = self.runner.pls_query("val", {"coefs": np.asarray(coefs, np.float64)})
         if self.runner.secure:  # the sum of the clients' MSE and their count: its mean

@@ -35,6 +35,7 @@ class WarmStartConfig:
     pca_iterations: int = 100
     lasso_penalties: int = 12
     lasso_iterations: int = 200
+    gram_limit: int = 512  # PCA / lasso: ask once for the summed X^T X up to this many columns
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -69,6 +70,10 @@ class ClientAggregates:
     def gram_times(self, r: np.ndarray) -> np.ndarray:
         """``X^T (X r)`` of the train split."""
         return self.x.T @ (self.x @ r)
+
+    def gram(self) -> np.ndarray:
+        """``X^T X`` of the train split."""
+        return self.x.T @ self.x
 
     def val_sse(self, coefs: np.ndarray) -> tuple[np.ndarray, int]:
         """Sum of squared validation errors (standardised units) for each coefficient column."""
@@ -108,6 +113,8 @@ class AggregateOracle(Protocol):
 
     def gram_times(self, r: np.ndarray) -> np.ndarray: ...  # sum of X_c^T X_c r
 
+    def gram(self) -> np.ndarray: ...  # sum of X_c^T X_c
+
     def val_sse(self, coefs: np.ndarray) -> list[tuple[np.ndarray, int]]: ...  # per client
 
 
@@ -134,6 +141,9 @@ class InProcessOracle:
 
     def gram_times(self, r: np.ndarray) -> np.ndarray:
         return self._sum({c: a.gram_times(r) for c, a in self.clients.items()})
+
+    def gram(self) -> np.ndarray:
+        return self._sum({c: a.gram() for c, a in self.clients.items()})
 
     def val_sse(self, coefs: np.ndarray) -> list[tuple[np.ndarray, int]]:
         answers = [a.val_sse(coefs) for a in self.clients.values()]
@@ -199,11 +209,38 @@ def choose_components(
     return PLSFit(weights[:, :k], coef[:k], val_mse, k)
 
 
+class DenseGram:
+    """An oracle that asks once for the summed ``X^T X`` and answers every ``X^T X r`` from it
+    (PCA's subspace iterations and the lasso's FISTA steps then cost no messages)."""
+
+    def __init__(self, oracle: AggregateOracle):
+        self.oracle = oracle
+        self._gram: np.ndarray | None = None
+
+    def n_train(self) -> int:
+        return self.oracle.n_train()
+
+    def cross(self) -> np.ndarray:
+        return self.oracle.cross()
+
+    def gram(self) -> np.ndarray:
+        if self._gram is None:
+            self._gram = np.asarray(self.oracle.gram(), dtype=np.float64)
+        return self._gram
+
+    def gram_times(self, r: np.ndarray) -> np.ndarray:
+        return self.gram() @ r
+
+    def val_sse(self, coefs: np.ndarray) -> list[tuple[np.ndarray, int]]:
+        return self.oracle.val_sse(coefs)
+
+
 def warm_start_state(config, oracle: AggregateOracle, seed: int, ws: WarmStartConfig) -> dict:
     """Initial weights of a model of ``config``: seeded random, then the linear paths and the
     head set to the federated fit of ``ws.kind`` ('pls', 'pca' or 'lasso'). PLS costs ``k + 2``
     aggregated queries, PCA ``pca_iterations + 3``, the lasso ``lasso_penalties *
-    lasso_iterations`` (one per FISTA step)."""
+    lasso_iterations`` (one per FISTA step); up to ``ws.gram_limit`` input columns PCA and the
+    lasso ask for the summed ``X^T X`` once instead (:class:`DenseGram`)."""
     from math import prod
 
     from fdrmfl_pipeline.core.model import build_model, warm_start_linear
@@ -211,6 +248,11 @@ def warm_start_state(config, oracle: AggregateOracle, seed: int, ws: WarmStartCo
     from fdrmfl_pipeline.core.warmstart.pca import fit_pca
     from fdrmfl_pipeline.core.warmstart.pls import fit_pls
 
+    p = sum(prod(m.shape) for m in config.modalities)
+    if ws.kind in ("pca", "lasso") and p <= ws.gram_limit:
+        # their iterations span the input space, so the per-iteration answers would reveal the
+        # summed Gram matrix anyway; PLS asks for k directions only and keeps its queries
+        oracle = DenseGram(oracle)
     if ws.kind == "pls":
         fit = fit_pls(oracle, config.latent_dim, ws.components)
     elif ws.kind == "pca":
