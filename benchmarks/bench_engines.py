@@ -3,6 +3,8 @@ and a real local Flower deployment (SuperLink + one SuperNode per client on 127.
 
     .venv/bin/python benchmarks/bench_engines.py                  # 3 and 10 clients
     .venv/bin/python benchmarks/bench_engines.py --clients 3 --rounds 2
+    .venv/bin/python benchmarks/bench_engines.py --clients 10 --rounds 30 \
+        --engines inprocess flower-simulation --out bench_engines_30rounds
 
 Job: reference simulation f1 (2000 train + 500 test), ``paper`` partition, FDRMFL with every
 term from the project's default warm start (its aggregates are Flower queries on both Flower
@@ -39,6 +41,16 @@ def _project(tmp: Path) -> Path:
     return tmp
 
 
+def machine() -> str:
+    """The machine and the versions a table was measured with."""
+    import platform
+    from importlib.metadata import version
+
+    cores = os.cpu_count()
+    libs = ", ".join(f"{p} {version(p)}" for p in ("torch", "flwr", "ray"))
+    return f"{platform.machine()}, {cores} cores, python {platform.python_version()}, {libs}"
+
+
 def _typed(training):
     """Kedro hands a validated TrainingParams, or the raw dict when the context skipped validation."""
     from fdrmfl_pipeline.params import TrainingParams
@@ -50,7 +62,10 @@ def _typed(training):
     )
 
 
-def bench(clients: int, rounds: int, epochs: int) -> list[dict]:
+ENGINES = ("inprocess", "flower-simulation", "flower-deployment")
+
+
+def bench(clients: int, rounds: int, epochs: int, engines=ENGINES) -> list[dict]:
     import torch
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
@@ -62,8 +77,11 @@ def bench(clients: int, rounds: int, epochs: int) -> list[dict]:
     from fdrmfl_pipeline.flower.server_app import load_result
     from fdrmfl_pipeline.flower.simulation import simulate_training
 
-    params = {
-        "training": {"federation": {"rounds": rounds}, "optimizer": {"local_epochs": epochs}},
+    params = {  # every round runs (no early stopping), so the job has the length asked for
+        "training": {
+            "federation": {"rounds": rounds, "early_stopping": {"enabled": False}},
+            "optimizer": {"local_epochs": epochs},
+        },
         "partitioning": {"n_clients": clients},
     }
     rows = []
@@ -92,19 +110,35 @@ def bench(clients: int, rounds: int, epochs: int) -> list[dict]:
         )
         rows.append({"engine": "inprocess", "seconds": time.perf_counter() - t0})
 
-        t0 = time.perf_counter()
-        sim, _ = simulate_training(table, assign, setup, Path(tmp) / "sim")
-        rows.append({"engine": "flower-simulation", "seconds": time.perf_counter() - t0})
-        same_sim = all(
-            torch.equal(ref.global_state[k], sim.global_state[k]) for k in ref.global_state
-        )
-
-        t0 = time.perf_counter()
-        run_dir = federate_local(project, clients, params=params)
-        rows.append({"engine": "flower-deployment", "seconds": time.perf_counter() - t0})
-        _, dep_state = load_result(run_dir)
-        same_dep = all(torch.equal(ref.global_state[k], dep_state[k]) for k in ref.global_state)
+        if "flower-simulation" in engines:
+            t0 = time.perf_counter()
+            sim, _ = simulate_training(table, assign, setup, Path(tmp) / "sim")
+            rows.append(
+                {
+                    "engine": "flower-simulation",
+                    "seconds": time.perf_counter() - t0,
+                    "identical_to_inprocess": all(
+                        torch.equal(ref.global_state[k], sim.global_state[k])
+                        for k in ref.global_state
+                    ),
+                }
+            )
+        if "flower-deployment" in engines:
+            t0 = time.perf_counter()
+            run_dir = federate_local(project, clients, params=params)
+            seconds = time.perf_counter() - t0
+            _, dep_state = load_result(run_dir)
+            rows.append(
+                {
+                    "engine": "flower-deployment",
+                    "seconds": seconds,
+                    "identical_to_inprocess": all(
+                        torch.equal(ref.global_state[k], dep_state[k]) for k in ref.global_state
+                    ),
+                }
+            )
     base = rows[0]["seconds"]
+    rows[0]["identical_to_inprocess"] = True
     for r in rows:
         r.update(
             clients=clients,
@@ -112,9 +146,6 @@ def bench(clients: int, rounds: int, epochs: int) -> list[dict]:
             local_epochs=epochs,
             ratio_vs_inprocess=r["seconds"] / base,
         )
-    rows[1]["identical_to_inprocess"] = same_sim
-    rows[2]["identical_to_inprocess"] = same_dep
-    rows[0]["identical_to_inprocess"] = True
     return rows
 
 
@@ -125,11 +156,13 @@ def main() -> None:
     ap.add_argument("--clients", type=int, nargs="*", default=[3, 10])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--engines", nargs="*", default=list(ENGINES), choices=ENGINES)
+    ap.add_argument("--out", default="bench_engines", help="results file name (no suffix)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     rows = []
     for k in args.clients:
-        rows.extend(bench(k, args.rounds, args.epochs))
+        rows.extend(bench(k, args.rounds, args.epochs, args.engines))
     lines = [
         "| clients | engine | seconds | x in-process | identical weights |",
         "|---|---|---|---|---|",
@@ -141,13 +174,13 @@ def main() -> None:
         )
     table = "\n".join(lines)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_engines.md").write_text(
-        f"# bench_engines\n\nf1 2000/500, paper partition, {args.rounds} rounds x {args.epochs} local epochs, "
-        f"from the default warm start, 2-core machine; "
+    (RESULTS / f"{args.out}.md").write_text(
+        f"# {args.out}\n\nf1 2000/500, default partition, {args.rounds} rounds x {args.epochs} "
+        f"local epochs (no early stopping), from the default warm start; {machine()}; "
         f"`{' '.join(['.venv/bin/python', 'benchmarks/bench_engines.py', *sys.argv[1:]])}`"
         + f"\n\n{table}\n"
     )
-    (RESULTS / "bench_engines.json").write_text(json.dumps(rows, indent=2))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(rows, indent=2))
     sys.stdout.write(table + "\n")
 
 
