@@ -99,7 +99,8 @@ def local_update(
             raise ValueError("anchor_mu > 0 needs the warm-start state to anchor to")
         anchor = losses.anchored_pairs(model, anchor_state)
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
-    opt = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # foreach: one batched update over all tensors (the per-tensor loop is torch's CPU default)
+    opt = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     train = data.train
     sums = dict.fromkeys((*LOSS_TERMS, "loss"), 0.0)
     steps = 0
