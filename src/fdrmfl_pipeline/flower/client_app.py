@@ -18,7 +18,9 @@ in its data file; Flower node ids are random per run and never used as keys).
 
 from __future__ import annotations
 
+import functools
 import os
+from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fdrmfl_pipeline.core.clientdata import (
+    ClientData,
     RawClient,
     assignments_from_client_table,
     raw_client,
@@ -46,20 +49,52 @@ from fdrmfl_pipeline.flower.records import (
 
 
 def _client_raw(context: Context, job: FlowerJob) -> RawClient:
-    """The client's own rows: its file from the node config, or ``clients_dir`` by partition id."""
-    import pyarrow.parquet as pq
-
+    """The client's own rows: its file from the node config, or ``clients_dir`` by partition id.
+    Kept in memory for as long as the file is unchanged: a process that answers many messages
+    (a simulation worker) reads and prepares it once."""
     path = context.node_config.get("data-path")
     if not path:
         path = str(
             Path(job.clients_dir) / f"client_{int(context.node_config['partition-id'])}.parquet"
         )
+    st = os.stat(path)
+    return _load_raw(
+        str(path),
+        st.st_mtime_ns,
+        st.st_size,
+        tuple(job.setup.modalities),
+        job.setup.federation.seed,
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _load_raw(path: str, mtime_ns: int, size: int, modalities: tuple, seed: int) -> RawClient:
+    import pyarrow.parquet as pq
+
     table = pq.read_table(path)
     assign = assignments_from_client_table(table)
     client_id = int(assign["client"].iloc[0])
-    return raw_client(
-        from_arrow(table), assign, list(job.setup.modalities), job.setup.federation.seed, client_id
-    )
+    return raw_client(from_arrow(table), assign, list(modalities), seed, client_id)
+
+
+_SCALED: OrderedDict = OrderedDict()  # (client data, scaler) -> scaled splits, newest last
+
+
+def _scaled(raw: RawClient, rec, modalities) -> ClientData:
+    """``scale_client`` of the scaler in record ``rec``, reused while both are unchanged."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(rec.keys()):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(rec[name].numpy()).tobytes())
+    key = (id(raw), h.hexdigest(), tuple(modalities))
+    if key not in _SCALED:
+        _SCALED[key] = scale_client(raw, record_scaler(rec), modalities)
+        while len(_SCALED) > 64:
+            _SCALED.popitem(last=False)
+    _SCALED.move_to_end(key)
+    return _SCALED[key]
 
 
 def _maybe_fail(client_id: int, round_: int) -> None:
@@ -80,7 +115,7 @@ def _pls_arrays(raw: RawClient, job: FlowerJob, content: RecordDict, secure: boo
     from fdrmfl_pipeline.core.warmstart.protocol import val_mse_answer
 
     op = str(content.config_records["pls"]["op"])
-    data = scale_client(raw, record_scaler(content.array_records["scaler"]), job.setup.modalities)
+    data = _scaled(raw, content.array_records["scaler"], job.setup.modalities)
     agg = ClientAggregates(data, job.setup.modalities)
     if op == "cross":
         return {"v": agg.cross()}
@@ -156,9 +191,7 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
         cfg_rec = msg.content.config_records["config"]
         round_ = int(cfg_rec["round"])
         _maybe_fail(raw.client_id, round_)
-        data = scale_client(
-            raw, record_scaler(msg.content.array_records["scaler"]), j.setup.modalities
-        )
+        data = _scaled(raw, msg.content.array_records["scaler"], j.setup.modalities)
         # the round's loss settings come from the server (strategy-specific weights)
         local_cfg = LocalTrainConfig(
             **{k: cfg_rec[k] for k in asdict(j.setup.local) if k in cfg_rec}
@@ -209,7 +242,7 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
         j.setup.setup_torch()
         raw = _client_raw(context, j)
         sc = record_scaler(msg.content.array_records["scaler"])
-        data = scale_client(raw, sc, j.setup.modalities)
+        data = _scaled(raw, msg.content.array_records["scaler"], j.setup.modalities)
         model = model_from_state(j.setup.model, record_state(msg.content.array_records["global"]))
         val = evaluate_mse(model, data.val, sc.y_mean, sc.y_std)
         if secure.stage(msg.content) == "answer":
