@@ -228,11 +228,9 @@ def stats_from_arrays(arr: dict[str, np.ndarray]) -> SufficientStats:
 def secure_total(stats: dict[int, SufficientStats]) -> SufficientStats:
     """The clients' summed statistics as a secure aggregate computes them (fixed point,
     :mod:`fdrmfl_pipeline.core.secagg`): in-process runs give a masked run's numbers."""
-    from fdrmfl_pipeline.core.secagg import flatten, plain_sum, unflatten
+    from fdrmfl_pipeline.core.secagg import plain_sum_arrays
 
-    parts = {c: flatten(stats_arrays(stats[c])) for c in sorted(stats)}
-    layout = next(iter(parts.values()))[1]
-    return stats_from_arrays(unflatten(plain_sum({c: v for c, (v, _) in parts.items()}), layout))
+    return stats_from_arrays(plain_sum_arrays({c: stats_arrays(st) for c, st in stats.items()}))
 
 
 def federated_scaler(

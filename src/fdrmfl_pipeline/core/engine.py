@@ -181,14 +181,12 @@ class InProcessRunner:
     def train_summed(self, jobs, round_, cfg, anchor=None):
         """Secure aggregation in one process: the same fixed-point sums as a masked Flower run
         (masks cancel exactly), so both engines give the same numbers for a seed."""
-        from fdrmfl_pipeline.core.secagg import flatten, plain_sum, unflatten
+        from fdrmfl_pipeline.core.secagg import plain_sum_arrays
 
         updates, failures = self.train(jobs, round_, cfg, anchor)
         if len(updates) < 2:
             return None, failures
-        answers = {u.client_id: flatten(client_answer(u)) for u in updates}
-        layout = next(iter(answers.values()))[1]
-        total = unflatten(plain_sum({c: v for c, (v, _) in answers.items()}), layout)
+        total = plain_sum_arrays({u.client_id: client_answer(u) for u in updates})
         template = next(iter(jobs.values()))
         return summed_update(total, [u.client_id for u in updates], template), failures
 
@@ -677,24 +675,13 @@ def _secure_round(
     check_finite_state(progress.global_state, f"round {rnd}: the securely aggregated model")
     evaluators = [c for c in online if c not in failures]
     mean_val, judged = runner.evaluate_summed(progress.global_state, evaluators)
-    rows = []
-    for c in ids:
-        took_part = c in answered
-        rows.append(
-            {
-                "round": rnd,
-                "client": c,
-                "participated": took_part,
-                "n_samples": runner.n_train(c),
-                "train_loss": summed.metrics["train_loss"] if took_part else np.nan,
-                **{
-                    f"loss_{t}": (summed.metrics[f"train_{t}"] if took_part else np.nan)
-                    for t in LOSS_TERMS
-                },
-                "val_mse": mean_val if c in judged else float("nan"),
-                "seconds": 0.0,
-            }
-        )
+    # every client that took part shows the round's means (the server has nothing per client)
+    shared = ClientUpdate(-1, {}, 0, {**summed.metrics, "seconds": 0.0})
+    vals = dict.fromkeys(judged, mean_val)
+    rows = [
+        _history_row(rnd, c, shared if c in answered else None, runner.n_train(c), vals)
+        for c in ids
+    ]
     progress.history.extend(rows)
     logger.info(
         "round %d/%d strategy=%s secure sum of clients=%s loss=%.4f val_mse=%.5g (%.1fs)",
@@ -763,25 +750,17 @@ def run_rounds(
         _validate_start(runner, ids, progress, fed.secure)
     for rnd in range(progress.last_round + 1, fed.rounds + 1):
         t_round = time.perf_counter()
-        if fed.secure:
+        if fed.secure:  # the server sees sums only: no per-client update to audit
             mean_val = _secure_round(runner, cfg, fed, ids, rnd, progress, anchor, checkpoint_path)
-            progress.last_round = rnd
-            if checkpoint_path is not None:
-                _write_checkpoint(checkpoint_path, key, runner, progress)
-            if on_round_end is not None:
-                on_round_end(rnd, mean_val)
-            if fed.early_stopping and progress.stale >= fed.patience:
-                logger.info("Early stopping after round %d (best round %d)", rnd, progress.best[1])
-                break
-            continue
-        updates = _train_round(runner, cfg, fed, ids, rnd, progress, anchor, checkpoint_path)
-        if on_update is not None:
-            for upd in updates:
-                on_update(upd)
-        _aggregate(fed, updates, progress, len(ids))
-        mean_val = _validate_round(
-            runner, fed, ids, rnd, updates, progress, time.perf_counter() - t_round
-        )
+        else:
+            updates = _train_round(runner, cfg, fed, ids, rnd, progress, anchor, checkpoint_path)
+            if on_update is not None:
+                for upd in updates:
+                    on_update(upd)
+            _aggregate(fed, updates, progress, len(ids))
+            mean_val = _validate_round(
+                runner, fed, ids, rnd, updates, progress, time.perf_counter() - t_round
+            )
         progress.last_round = rnd
         if checkpoint_path is not None:
             _write_checkpoint(checkpoint_path, key, runner, progress)

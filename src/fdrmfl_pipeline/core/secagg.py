@@ -284,3 +284,10 @@ def unflatten(vec: np.ndarray, layout: list[tuple[str, tuple]]) -> dict[str, np.
         out[name] = np.asarray(vec[start : start + size]).reshape(shape)
         start += size
     return out
+
+
+def plain_sum_arrays(answers: dict[int, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """:func:`plain_sum` of named arrays (every client's with the same names and shapes)."""
+    parts = {c: flatten(answers[c]) for c in sorted(answers)}
+    layout = next(iter(parts.values()))[1]
+    return unflatten(plain_sum({c: v for c, (v, _) in parts.items()}), layout)

@@ -48,23 +48,28 @@ from fdrmfl_pipeline.flower.records import (
 )
 
 
-def _client_raw(context: Context, job: FlowerJob) -> RawClient:
-    """The client's own rows: its file from the node config, or ``clients_dir`` by partition id.
-    Kept in memory for as long as the file is unchanged: a process that answers many messages
-    (a simulation worker) reads and prepares it once."""
+def _file_key(context: Context, job: FlowerJob) -> tuple:
+    """The client's file (from the node config, or ``clients_dir`` by partition id) as it is
+    now, and what its rows are prepared with: the key of everything kept in memory."""
     path = context.node_config.get("data-path")
     if not path:
         path = str(
             Path(job.clients_dir) / f"client_{int(context.node_config['partition-id'])}.parquet"
         )
     st = os.stat(path)
-    return _load_raw(
+    return (
         str(path),
         st.st_mtime_ns,
         st.st_size,
         tuple(job.setup.modalities),
         job.setup.federation.seed,
     )
+
+
+def _client_raw(context: Context, job: FlowerJob) -> RawClient:
+    """The client's own rows, kept in memory while its file is unchanged: a process that
+    answers many messages (a simulation worker) reads and prepares them once."""
+    return _load_raw(*_file_key(context, job))
 
 
 @functools.lru_cache(maxsize=256)
@@ -80,15 +85,17 @@ def _load_raw(path: str, mtime_ns: int, size: int, modalities: tuple, seed: int)
 _SCALED: OrderedDict = OrderedDict()  # (client data, scaler) -> scaled splits, newest last
 
 
-def _scaled(raw: RawClient, rec, modalities) -> ClientData:
-    """``scale_client`` of the scaler in record ``rec``, reused while both are unchanged."""
+def _scaled(context: Context, job: FlowerJob, raw: RawClient, rec) -> ClientData:
+    """``scale_client`` of the scaler in record ``rec``, reused while the file and the scaler
+    are unchanged."""
     import hashlib
 
     h = hashlib.sha256()
     for name in sorted(rec.keys()):
         h.update(name.encode())
         h.update(np.ascontiguousarray(rec[name].numpy()).tobytes())
-    key = (id(raw), h.hexdigest(), tuple(modalities))
+    key = (_file_key(context, job), h.hexdigest())
+    modalities = job.setup.modalities
     if key not in _SCALED:
         _SCALED[key] = scale_client(raw, record_scaler(rec), modalities)
         while len(_SCALED) > 64:
@@ -107,7 +114,9 @@ def _maybe_fail(client_id: int, round_: int) -> None:
             raise RuntimeError(f"injected failure of client {client_id} in round {round_}")
 
 
-def _pls_arrays(raw: RawClient, job: FlowerJob, content: RecordDict, secure: bool) -> dict:
+def _pls_arrays(
+    context: Context, raw: RawClient, job: FlowerJob, content: RecordDict, secure: bool
+) -> dict:
     """One aggregate for the server's warm start (``core.warmstart``): X^T y, X^T X r, or the
     validation squared errors of candidate coefficient vectors (under secure aggregation: the
     validation MSE and a 1, summable). Never a row of data."""
@@ -115,7 +124,7 @@ def _pls_arrays(raw: RawClient, job: FlowerJob, content: RecordDict, secure: boo
     from fdrmfl_pipeline.core.warmstart.protocol import val_mse_answer
 
     op = str(content.config_records["pls"]["op"])
-    data = _scaled(raw, content.array_records["scaler"], job.setup.modalities)
+    data = _scaled(context, job, raw, content.array_records["scaler"])
     agg = ClientAggregates(data, job.setup.modalities)
     if op == "cross":
         return {"v": agg.cross()}
@@ -154,14 +163,14 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
         raw = _client_raw(context, j)
         if step == "answer":  # a summed statistic or warm-start answer
             if "pls" in msg.content.config_records:
-                compute = lambda: _pls_arrays(raw, j, msg.content, True)  # noqa: E731
+                compute = lambda: _pls_arrays(context, raw, j, msg.content, True)  # noqa: E731
             else:
                 compute = lambda: stats_arrays(raw.stats)  # noqa: E731
             return Message(
                 secure.masked_answer(msg.content, context, raw.client_id, compute), reply_to=msg
             )
         if "pls" in msg.content.config_records:
-            out = _pls_arrays(raw, j, msg.content, False)
+            out = _pls_arrays(context, raw, j, msg.content, False)
             return Message(
                 RecordDict(
                     {"pls": arrays_record(out), "info": MetricRecord({"client-id": raw.client_id})}
@@ -191,7 +200,7 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
         cfg_rec = msg.content.config_records["config"]
         round_ = int(cfg_rec["round"])
         _maybe_fail(raw.client_id, round_)
-        data = _scaled(raw, msg.content.array_records["scaler"], j.setup.modalities)
+        data = _scaled(context, j, raw, msg.content.array_records["scaler"])
         # the round's loss settings come from the server (strategy-specific weights)
         local_cfg = LocalTrainConfig(
             **{k: cfg_rec[k] for k in asdict(j.setup.local) if k in cfg_rec}
@@ -242,7 +251,7 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
         j.setup.setup_torch()
         raw = _client_raw(context, j)
         sc = record_scaler(msg.content.array_records["scaler"])
-        data = _scaled(raw, msg.content.array_records["scaler"], j.setup.modalities)
+        data = _scaled(context, j, raw, msg.content.array_records["scaler"])
         model = model_from_state(j.setup.model, record_state(msg.content.array_records["global"]))
         val = evaluate_mse(model, data.val, sc.y_mean, sc.y_std)
         if secure.stage(msg.content) == "answer":

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, MetricRecord, RecordDict
 
 from fdrmfl_pipeline.core.secagg import (
     MIN_SURVIVORS,
@@ -248,6 +248,3 @@ class SecureSums:
             f"secure aggregation: release {tag} failed {RETRIES} times (clients kept dropping "
             "while unmasking)"
         )
-
-
-__all__ = ["ArrayRecord", "SecureSums", "client_step", "masked_answer", "stage"]
