@@ -55,6 +55,13 @@ DATA = {
     # training rounds improve on the warm start
     "sim_f1_paper": ("paper_sim", {}),
     "sites": ("example_sites", {}),
+    # the second simulation function under the project defaults
+    "sim_f2_defaults": (
+        None,
+        {"ingestion": {"source": "synthetic", "synthetic": {"function": "f2"}}},
+    ),
+    # Tecator fat, the paper protocol's settings (spectrum, its derivatives and the lab values)
+    "tecator_fat": ("paper_tecator", {}),
 }
 # heterogeneity regimes: partitioning (and, for few samples, ingestion) overrides
 REGIMES = {
@@ -88,7 +95,31 @@ DATA_REGIMES = {
     "sim_f1_defaults": [r for r in REGIMES if r != "natural"],
     "sim_f1_paper": [r for r in REGIMES if r != "natural"],
     "sites": ["natural"],
+    "sim_f2_defaults": [r for r in REGIMES if r != "natural"],
+    # 215 spectra: no synthetic sample count to cut, and 20 clients would hold ~8 rows each
+    "tecator_fat": [
+        "iid",
+        "dirichlet_0.1",
+        "target_shift",
+        "quantity_skew",
+        "covariate_shift",
+        "missing_one",
+    ],
 }
+# regimes whose overrides depend on the data's modalities (replace the generic ones): the paper
+# Tecator protocol has two, the spectrum and the lab values
+DATA_REGIME_OVERRIDES = {
+    ("tecator_fat", "missing_one"): {
+        "partitioning": {"scheme": "missing_modality", "missing_modality": {"map": {0: ["lab"]}}}
+    },
+}
+
+
+def regime_params(data: str, regime: str) -> dict:
+    """The partitioning (and ingestion) overrides of ``regime`` on ``data``."""
+    return DATA_REGIME_OVERRIDES.get((data, regime), REGIMES[regime])
+
+
 VARIANT_NAMES = [
     "fdrmfl",
     "fedavg",
@@ -158,7 +189,7 @@ def run_cell(
         project = project_copy(Path(tmp))
         bootstrap_project(project)
         for i, variant in enumerate(variants):
-            params = merge(merge(merge(base, REGIMES[regime]), COMMON), {"seed": seed})
+            params = merge(merge(merge(base, regime_params(data, regime)), COMMON), {"seed": seed})
             params = merge(merge(params, VARIANTS[variant]), _label(variant))
             if tuned and tuned.get(variant):
                 params = merge(params, {"training": tuned[variant]})
@@ -208,7 +239,7 @@ def tune_study(data: str, regime: str, variant: str, trials: int) -> dict:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     env, base = DATA[data]
     study = f"{data}-{regime}-{variant}".replace("_", "-")
-    params = merge(merge(merge(base, REGIMES[regime]), COMMON), {"seed": TUNE_SEED})
+    params = merge(merge(merge(base, regime_params(data, regime)), COMMON), {"seed": TUNE_SEED})
     params = merge(merge(params, VARIANTS[variant]), _label(variant))
     params = merge(
         params,
