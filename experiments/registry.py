@@ -23,7 +23,7 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 
 
 # the committed raw data every run may read (corn is never committed: --corn-dir points at it)
-COMMITTED_RAW = ("tecator", "example_sites")
+COMMITTED_RAW = ("tecator", "example_sites", "example_classification", "example_anomaly")
 
 
 def project_copy(tmp: Path) -> Path:

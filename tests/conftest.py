@@ -15,6 +15,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_CORN = PROJECT_ROOT.parent / "shared" / "datasets" / "corn"
 TECATOR_CSV = PROJECT_ROOT / "data" / "01_raw" / "tecator" / "tecator.csv"
 EXAMPLE_SITES = PROJECT_ROOT / "data" / "01_raw" / "example_sites"
+EXAMPLES_RAW = ("example_sites", "example_classification", "example_anomaly")
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +42,8 @@ def make_project(root: Path, flower_app: bool = False) -> Path:
     raw = root / "data" / "01_raw" / "tecator"
     raw.mkdir(parents=True)
     shutil.copy(TECATOR_CSV, raw / "tecator.csv")
-    shutil.copytree(EXAMPLE_SITES, root / "data" / "01_raw" / "example_sites")
+    for name in EXAMPLES_RAW:
+        shutil.copytree(PROJECT_ROOT / "data" / "01_raw" / name, root / "data" / "01_raw" / name)
     if flower_app:
         shutil.copytree(PROJECT_ROOT / "flower_app", root / "flower_app")
     return root

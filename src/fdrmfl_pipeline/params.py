@@ -25,6 +25,13 @@ class SyntheticParams(_Strict):
     n_test: int = Field(500, ge=1)
     seed: int | None = Field(None, description="overrides the project seed for the generator")
     noise_std: float = Field(0.0, ge=0.0)
+    n_classes: int = Field(
+        3,
+        ge=2,
+        le=20,
+        description="task classification: the response's quantile bins on the "
+        "training rows become this many classes",
+    )
 
 
 class TecatorParams(_Strict):
@@ -96,6 +103,11 @@ class TableParams(_Strict):
     )
     ignore: list[str] = Field(
         default_factory=list, description="columns that belong to no modality, on purpose"
+    )
+    anomaly_column: str | None = Field(
+        None,
+        description="task anomaly: a 0/1 column of labelled anomalies, used only to judge the "
+        "scores (never a model input)",
     )
     modalities: dict[str, TableModalityParams] = Field(default_factory=dict)
 
@@ -466,8 +478,16 @@ class RegressionExperimentalParams(_Strict):
     )
 
 
+ClassifierName = Literal["logistic", "rf"]
+
+
 class RegressionParams(_Strict):
     regressors: list[RegressorName] = Field(default_factory=lambda: ["rf", "ridge"], min_length=1)
+    classifiers: list[ClassifierName] = Field(
+        default_factory=lambda: ["logistic", "rf"],
+        min_length=1,
+        description="task classification: fitted on Z instead of the regressors",
+    )
     include_head: bool = True
     pooled: bool = Field(False, description="also fit one regressor on all clients' train features")
     method: str | None = Field(None, description="method label; default: training.strategy")
@@ -485,6 +505,11 @@ class BaselinesParams(_Strict):
     raw_regressors: list[RegressorName] = Field(
         default_factory=lambda: ["ridge"],
         description="for raw inputs (RF on thousands of columns is slow)",
+    )
+    classifiers: list[ClassifierName] = Field(
+        default_factory=lambda: ["logistic", "rf"],
+        min_length=1,
+        description="task classification: on every extractor but raw (which takes logistic)",
     )
     include_mean: bool = True
     pooled_regressors: list[RegressorName] = Field(
@@ -524,6 +549,12 @@ class SelectionParams(_Strict):
 class EvaluationParams(_Strict):
     experiment: str = "default"
     selection: SelectionParams = SelectionParams()
+    anomaly_score: Literal["combined", "density", "residual"] = Field(
+        "combined",
+        description="task anomaly: Mahalanobis distance of Z under the federated Gaussian of the "
+        "training Z (density), the standardised error of the head on the monitored target "
+        "(residual), or their sum (combined)",
+    )
 
 
 class ReportingParams(_Strict):
@@ -672,6 +703,7 @@ class ProjectParams(_Strict):
     """Every parameter group of the project: the one typed configuration tree."""
 
     seed: int = 42
+    task: Literal["regression", "classification", "anomaly"] = "regression"
     paths: PathsParams = PathsParams()
     ingestion: IngestionParams = IngestionParams()
     partitioning: PartitioningParams = PartitioningParams()
@@ -720,6 +752,12 @@ def check_parameters(tree: dict) -> None:
     from fdrmfl_pipeline.errors import ConfigError
 
     bad = unknown_keys(tree)
+    task = tree.get("task", "regression")
+    if task not in ("regression", "classification", "anomaly"):
+        raise ConfigError(
+            f"task '{task}' is not one of regression, classification, anomaly (conf/base/"
+            "parameters.yml)"
+        )
     if bad:
         raise ConfigError(
             "unknown parameter " + ", ".join(bad) + ": check the spelling in conf/ or --params "

@@ -14,7 +14,7 @@ from fdrmfl_pipeline.core.config import LocalTrainConfig  # noqa: F401  (re-expo
 from fdrmfl_pipeline.core.model import FDRMFLModel, ModelConfig, build_model
 
 State = dict[str, torch.Tensor]
-LOSS_TERMS = ("mse", "mi", "skl", "con", "prox", "l1", "anchor")
+LOSS_TERMS = ("mse", "ce", "mi", "skl", "con", "prox", "l1", "anchor")
 
 
 @dataclass
@@ -112,10 +112,18 @@ def local_update(
                 continue  # a batch of one has no correlation or variance
             x, mask, y = _tensors(train, idx)
             out = model(x, mask)
-            terms = {"mse": losses.mse(out.y_hat, y)}
-            loss = terms["mse"]
+            if config.n_classes:
+                terms = {"ce": losses.cross_entropy(out.y_hat, y)}
+                loss = terms["ce"]
+            else:
+                terms = {"mse": losses.mse(out.y_hat, y)}
+                loss = terms["mse"]
             if cfg.lambda_mi > 0:
-                terms["mi"] = losses.gaussian_mi_loss(model.mi_critic(out.z).squeeze(-1), y)
+                terms["mi"] = (
+                    losses.supervised_contrastive_mi(out.z, y, cfg.tau)
+                    if config.n_classes
+                    else losses.gaussian_mi_loss(model.mi_critic(out.z).squeeze(-1), y)
+                )
                 loss = loss + cfg.lambda_mi * terms["mi"]
             if cfg.lambda_kl > 0:
                 terms["skl"] = losses.symmetric_kl(out.mu, out.logvar, mask)
@@ -170,7 +178,8 @@ def local_update(
 def predict(
     model: FDRMFLModel, split: SplitArrays, batch_size: int = 512
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fused features Z and the head's prediction (standardised units) for every row of ``split``."""
+    """Fused features Z and the head's prediction (standardised units; a classifier's logits,
+    ``(n, C)``) for every row of ``split``."""
     model.eval()
     zs, ys = [], []
     for start in range(0, split.n, batch_size):
@@ -180,14 +189,20 @@ def predict(
         ys.append(out.y_hat.numpy())
     d = model.config.latent_dim
     if not zs:
-        return np.zeros((0, d), np.float32), np.zeros(0, np.float32)
+        k = model.config.n_classes
+        return np.zeros((0, d), np.float32), np.zeros((0, k) if k else 0, np.float32)
     return np.concatenate(zs), np.concatenate(ys)
 
 
 def evaluate_mse(model: FDRMFLModel, split: SplitArrays, y_mean: float, y_std: float) -> float:
-    """MSE of the head on ``split`` in the target's original units."""
+    """The head's validation loss on ``split``: the MSE in the target's original units, or a
+    classifier's log-loss (mean cross-entropy). Early stopping, tuning and the history's
+    ``val_mse`` column use it (lower is better either way)."""
     if split.n == 0:
         return float("nan")
     _, y_hat = predict(model, split)
+    if model.config.n_classes:
+        logp = torch.log_softmax(torch.from_numpy(y_hat).double(), dim=1).numpy()
+        return float(-np.mean(logp[np.arange(split.n), split.y_raw.astype(np.int64)]))
     pred = y_hat.astype(np.float64) * y_std + y_mean
     return float(np.mean((pred - split.y_raw) ** 2))

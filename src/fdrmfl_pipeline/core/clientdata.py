@@ -103,10 +103,16 @@ class SufficientStats:
             self.y_s2 + other.y_s2,
         )
 
-    def scaler(self, shapes: dict[str, tuple[int, ...]], x_scaling: str = "per_feature") -> Scaler:
+    def scaler(
+        self,
+        shapes: dict[str, tuple[int, ...]],
+        x_scaling: str = "per_feature",
+        categorical: bool = False,
+    ) -> Scaler:
         """Centre every input column; divide it by its own standard deviation (``per_feature``)
         or by one pooled standard deviation per modality (``per_modality``: the root mean
-        variance over its columns, which keeps a spectrum's relative band intensities)."""
+        variance over its columns, which keeps a spectrum's relative band intensities).
+        ``categorical``: the target holds class codes and is left as it is."""
         if x_scaling not in X_SCALINGS:
             raise ConfigError(
                 f"training.experimental.x_scaling '{x_scaling}' is not one of {X_SCALINGS}"
@@ -121,6 +127,8 @@ class SufficientStats:
             var = np.maximum(self.s2[k] / n - m * m, 0.0)
             sd = np.sqrt(var) if x_scaling == "per_feature" else np.full(shape, np.sqrt(var.mean()))
             mean[k], std[k] = m, np.where(sd > 1e-8, sd, 1.0)
+        if categorical:
+            return Scaler(mean, std, 0.0, 1.0)
         ym = self.y_s1 / self.y_n
         ysd = float(np.sqrt(max(self.y_s2 / self.y_n - ym * ym, 0.0)))
         return Scaler(mean, std, float(ym), ysd if ysd > 1e-12 else 1.0)
@@ -238,16 +246,17 @@ def federated_scaler(
     shapes: dict[str, tuple[int, ...]],
     x_scaling: str = "per_feature",
     secure: bool = False,
+    categorical: bool = False,
 ) -> Scaler:
     """One scaler from the clients' summed statistics (summed in ascending client order; or,
     ``secure``, the fixed-point sum a secure aggregate gives)."""
     if secure:
-        return secure_total(stats).scaler(shapes, x_scaling)
+        return secure_total(stats).scaler(shapes, x_scaling, categorical)
     ids = sorted(stats)
     total = stats[ids[0]]
     for c in ids[1:]:
         total = total + stats[c]
-    return total.scaler(shapes, x_scaling)
+    return total.scaler(shapes, x_scaling, categorical)
 
 
 def scale_client(raw: RawClient, scaler: Scaler, modalities: Sequence[str]) -> ClientData:
@@ -267,6 +276,7 @@ def build_clients(
     seed: int,
     x_scaling: str = "per_feature",
     secure: bool = False,
+    categorical: bool = False,
 ) -> tuple[dict[int, ClientData], dict[int, Scaler]]:
     """Split ``data`` by ``client_assignments`` and scale it (``scaling``: one federated scaler
     or one per client; ``x_scaling``: see :meth:`SufficientStats.scaler`); returns clients and
@@ -291,10 +301,12 @@ def build_clients(
     }
     shapes = {m: data.spec(m).shape for m in modalities}
     if scaling == "federated":
-        shared = federated_scaler({c: r.stats for c, r in raws.items()}, shapes, x_scaling, secure)
+        shared = federated_scaler(
+            {c: r.stats for c, r in raws.items()}, shapes, x_scaling, secure, categorical
+        )
         scalers = dict.fromkeys(clients, shared)
     else:
-        scalers = {c: raws[c].stats.scaler(shapes, x_scaling) for c in clients}
+        scalers = {c: raws[c].stats.scaler(shapes, x_scaling, categorical) for c in clients}
     return {c: scale_client(raws[c], scalers[c], modalities) for c in clients}, scalers
 
 

@@ -36,6 +36,8 @@ class ModelConfig:
     linear_path: bool = True
     head_hidden: int = 32
     extra: dict = field(default_factory=dict)
+    # classification: the number of classes (the head gives one logit per class); 0: regression
+    n_classes: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -223,8 +223,26 @@ def empty_predictions() -> pd.DataFrame:
 
 
 def head_predictions(features: pd.DataFrame, method: str) -> pd.DataFrame:
-    """The model's own regression head (``head_pred`` column) on val and test rows."""
+    """The model's own head (``head_pred`` column; a classifier's ``head_p<k>`` probabilities
+    too) on val and test rows."""
     rows = features[features["split"].isin(EVAL_SPLITS)]
+    proba_cols = sorted(
+        (c for c in features.columns if c.startswith("head_p") and c[6:].isdigit()),
+        key=lambda c: int(c[6:]),
+    )
+    if proba_cols:
+        out = _rows(
+            rows["sample_id"].to_numpy(),
+            rows["client"].to_numpy(),
+            rows["split"].to_numpy(),
+            method,
+            "head",
+            rows["target"],
+            rows["head_pred"],
+        )
+        for k, c in enumerate(proba_cols):
+            out[f"p{k}"] = rows[c].to_numpy(np.float64)
+        return out
     return _rows(
         rows["sample_id"].to_numpy(),
         rows["client"].to_numpy(),
@@ -234,3 +252,107 @@ def head_predictions(features: pd.DataFrame, method: str) -> pd.DataFrame:
         rows["target"],
         rows["head_pred"],
     )
+
+
+# --------------------------------------------------------------------------- classification
+CLASSIFIER_SMOOTHING = 1e-3  # mixed-in uniform probability: a class a client never saw is not 0
+
+
+def make_classifier(name: str, seed: int):
+    """Logistic regression (standardised inputs, L2, C=1) or a random forest of 100 trees
+    (``prior``, the training rows' class frequencies, needs no model)."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if name == "logistic":
+        from sklearn.linear_model import LogisticRegression
+
+        return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+    if name == "rf":
+        from sklearn.ensemble import RandomForestClassifier
+
+        return RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=2)
+    from fdrmfl_pipeline.core.tasks import CLASSIFIERS
+
+    raise ValueError(f"unknown classifier '{name}'; expected one of {CLASSIFIERS}")
+
+
+class _Prior:
+    """The training rows' class frequencies (a client that saw one class only)."""
+
+    def __init__(self, y: np.ndarray, n_classes: int) -> None:
+        self.p = np.bincount(y, minlength=n_classes) / len(y)
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        return np.tile(self.p, (len(x), 1))
+
+
+def _fit_classifier(name: str, x: np.ndarray, y: np.ndarray, n_classes: int, seed: int):
+    y = y.astype(np.int64)
+    if name == "prior" or len(np.unique(y)) < 2:
+        return _Prior(y, n_classes)
+    model = make_classifier(name, seed)
+    model.fit(x, y)
+    return model
+
+
+def _class_proba(model, x: np.ndarray, n_classes: int) -> np.ndarray:
+    """Probabilities over every class (those the fit never saw get 0), smoothed."""
+    if isinstance(model, _Prior):
+        p = model.proba(x)
+    else:
+        p = np.zeros((len(x), n_classes))
+        p[:, np.asarray(model.classes_, np.int64)] = model.predict_proba(x)
+    return (1 - CLASSIFIER_SMOOTHING) * p + CLASSIFIER_SMOOTHING / n_classes
+
+
+def classify_per_client(
+    features: pd.DataFrame,
+    feature_cols: Sequence[str],
+    method: str,
+    classifiers: Sequence[str],
+    n_classes: int,
+    seed: int,
+    pooled: bool = False,
+    refit_on_val: bool = False,
+) -> pd.DataFrame:
+    """Like :func:`fit_predict_per_client` for a class target: each classifier fitted on every
+    client's train rows (or all clients' if ``pooled``), predicting its val and test rows;
+    ``y_pred`` is the most probable class and ``p<k>`` the probability of class k."""
+    cols = list(feature_cols)
+    out = []
+    for name in classifiers:
+        label = f"{name}_pooled" if pooled else name
+        shared: dict[tuple[str, ...], object] = {}
+        for c in sorted(features["client"].unique()):
+            mine = features[features["client"] == c]
+            models = shared if pooled else {}
+            for split in EVAL_SPLITS:
+                rows = mine[mine["split"] == split]
+                if len(rows) == 0:
+                    continue
+                fit_on = _fit_splits(split, refit_on_val)
+                if fit_on not in models:
+                    fit = features if pooled else mine
+                    fit = fit[fit["split"].isin(fit_on)]
+                    models[fit_on] = _fit_classifier(
+                        name,
+                        fit[cols].to_numpy(np.float64),
+                        fit["target"].to_numpy(),
+                        n_classes,
+                        seed,
+                    )
+                p = _class_proba(models[fit_on], rows[cols].to_numpy(np.float64), n_classes)
+                part = _rows(
+                    rows["sample_id"].to_numpy(),
+                    c,
+                    split,
+                    method,
+                    label,
+                    rows["target"],
+                    p.argmax(axis=1),
+                )
+                for k in range(n_classes):
+                    part[f"p{k}"] = p[:, k]
+                out.append(part)
+    return pd.concat(out, ignore_index=True) if out else empty_predictions()

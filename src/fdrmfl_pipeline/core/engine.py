@@ -599,15 +599,19 @@ def _validate_round(
     progress.history.extend(rows)
     finite = [r["val_mse"] for r in rows if np.isfinite(r["val_mse"])]
     mean_val = float(np.mean(finite)) if finite else float("nan")
-    terms = {t: np.nanmean([r[f"loss_{t}"] for r in rows]) for t in ("mse", "mi", "skl", "con")}
+    terms = {
+        t: np.nanmean([r[f"loss_{t}"] for r in rows]) for t in ("mse", "ce", "mi", "skl", "con")
+    }
+    task_term = "ce" if terms["ce"] > 0 else "mse"  # a classifier's cross-entropy, or the MSE
     logger.info(
-        "round %d/%d strategy=%s clients=%s loss=%.4f mse=%.4f mi=%.4f skl=%.4f con=%.4f val_mse=%.5g (%.1fs)",
+        "round %d/%d strategy=%s clients=%s loss=%.4f %s=%.4f mi=%.4f skl=%.4f con=%.4f val_mse=%.5g (%.1fs)",
         rnd,
         fed.rounds,
         fed.strategy,
         [u.client_id for u in updates],
         np.nanmean([r["train_loss"] for r in rows]),
-        terms["mse"],
+        task_term,
+        terms[task_term],
         terms["mi"],
         terms["skl"],
         terms["con"],

@@ -13,6 +13,32 @@ def mse(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(y_hat, y)
 
 
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Classification loss: cross-entropy of the head's logits against class codes."""
+    return F.cross_entropy(logits, y.long())
+
+
+def supervised_contrastive_mi(z: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:
+    """Mutual-information term for class labels, to be *minimised*: the supervised contrastive
+    loss (Khosla et al. 2020) on the normalised fused features. For each sample with another
+    sample of its class in the batch, minus the mean log-probability of picking those
+    same-class samples among all others at temperature ``tau``; an InfoNCE-type bound, so
+    lowering it raises a lower bound on I(Z; class). 0 when no class appears twice."""
+    labels = y.long()
+    f = F.normalize(z, dim=-1)
+    sim = f @ f.T / tau
+    eye = torch.eye(len(f), dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(eye, float("-inf"))
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    pos = (labels[:, None] == labels[None, :]) & ~eye
+    n_pos = pos.sum(dim=1)
+    has = n_pos > 0
+    if not has.any():
+        return z.new_zeros(())
+    mean_pos = log_prob.masked_fill(~pos, 0.0).sum(dim=1)[has] / n_pos[has]
+    return -mean_pos.mean()
+
+
 def gaussian_mi_loss(
     score: torch.Tensor, y: torch.Tensor, max_rho2: float = 0.9999
 ) -> torch.Tensor:

@@ -4,6 +4,10 @@ The canonical table has one row per sample: ``sample_id`` (string), ``target`` (
 optional ``split`` (string: ``train``/``test``) and one fixed-size ``float32`` list column per
 modality. Each modality's name, kind and shape live in the Arrow schema metadata under
 ``fdrmfl.modalities`` so any stage rebuilds correctly shaped arrays from the file alone.
+
+A classification data set stores its class names under ``fdrmfl.classes`` (the target then
+holds class codes 0..C-1); an anomaly data set may carry an ``anomaly`` column (0/1), the
+labels its scores are judged against -- never a model input.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from fdrmfl_pipeline.errors import (
 
 MODALITY_KINDS = ("image", "sequence", "spectrum", "vector")
 METADATA_KEY = b"fdrmfl.modalities"
-RESERVED_COLUMNS = ("sample_id", "target", "split", "client_key", "order")
+RESERVED_COLUMNS = ("sample_id", "target", "split", "client_key", "order", "anomaly")
+CLASSES_KEY = b"fdrmfl.classes"
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,10 @@ class MultimodalData:
     # its position in time (any sortable number); partition schemes and splits may use them
     client_key: np.ndarray | None = None
     order: np.ndarray | None = None
+    # classification: the class names (the target holds their codes 0..C-1); empty: regression
+    classes: tuple[str, ...] = ()
+    # anomaly labels (1: anomalous) to judge scores against; never a model input
+    anomaly: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -98,6 +107,8 @@ class MultimodalData:
             source=self.source,
             client_key=None if self.client_key is None else self.client_key[index],
             order=None if self.order is None else self.order[index],
+            classes=self.classes,
+            anomaly=None if self.anomaly is None else self.anomaly[index],
         )
 
     def validate(self) -> MultimodalData:
@@ -118,6 +129,21 @@ class MultimodalData:
         if self.target.shape != (n,):
             raise ShapeMismatchError(f"target has shape {self.target.shape}, expected ({n},)")
         _check_finite(self.target.reshape(n, 1), ids, "target", self.source)
+        if self.classes:
+            codes = np.arange(len(self.classes))
+            bad = ~np.isin(self.target, codes)
+            if bad.any():
+                raise InputDataError(
+                    f"source '{self.source}': {int(bad.sum())} target value(s) are not class codes "
+                    f"0..{len(self.classes) - 1}, e.g. sample {ids[bad][0]}"
+                )
+        if self.anomaly is not None:
+            bad = ~np.isin(self.anomaly, (0, 1))
+            if bad.any():
+                raise InputDataError(
+                    f"source '{self.source}': the anomaly labels must be 0 or 1; sample "
+                    f"{ids[bad][0]} has {self.anomaly[bad][0]!r}"
+                )
         if n > 1 and float(np.ptp(self.target)) == 0.0:
             raise InputDataError(
                 f"source '{self.source}': the target is constant ({float(self.target[0])!r} in all {n} "
@@ -169,6 +195,8 @@ def to_arrow(data: MultimodalData) -> pa.Table:
         columns["client_key"] = pa.array(np.asarray(data.client_key).astype(str), pa.string())
     if data.order is not None:
         columns["order"] = pa.array(np.asarray(data.order, dtype=np.float64), pa.float64())
+    if data.anomaly is not None:
+        columns["anomaly"] = pa.array(np.asarray(data.anomaly, dtype=np.int8), pa.int8())
     for spec in data.specs:
         flat = np.ascontiguousarray(data.arrays[spec.name], dtype=np.float32).reshape(-1)
         columns[spec.name] = pa.FixedSizeListArray.from_arrays(pa.array(flat), spec.size)
@@ -177,6 +205,8 @@ def to_arrow(data: MultimodalData) -> pa.Table:
         METADATA_KEY: json.dumps([s.to_dict() for s in data.specs]).encode(),
         b"fdrmfl.source": data.source.encode(),
     }
+    if data.classes:
+        meta[CLASSES_KEY] = json.dumps(list(data.classes)).encode()
     return table.replace_schema_metadata(meta)
 
 
@@ -226,4 +256,12 @@ def from_arrow(table: pa.Table) -> MultimodalData:
         if "client_key" in names
         else None,
         order=table.column("order").to_numpy().astype(np.float64) if "order" in names else None,
+        classes=table_classes(table),
+        anomaly=table.column("anomaly").to_numpy().astype(np.int8) if "anomaly" in names else None,
     )
+
+
+def table_classes(table: pa.Table) -> tuple[str, ...]:
+    """The class names a canonical table stores (empty: a regression target)."""
+    raw = (table.schema.metadata or {}).get(CLASSES_KEY)
+    return tuple(json.loads(raw)) if raw else ()

@@ -18,7 +18,7 @@ class ModelOutput(NamedTuple):
     mu: torch.Tensor  # (B, M, d) per-modality latent means
     logvar: torch.Tensor  # (B, M, d) per-modality latent log-variances
     z: torch.Tensor  # (B, d) fused feature
-    y_hat: torch.Tensor  # (B,) prediction of the standardised target
+    y_hat: torch.Tensor  # (B,) prediction of the standardised target; (B, C) logits (classes)
     mask: torch.Tensor  # (B, M) which modalities were present
 
 
@@ -73,9 +73,10 @@ class FDRMFLModel(nn.Module):
         )
         d = config.latent_dim
         self.fusion = GatedFusion(len(self.names), d, config.dropout)
-        self.head_linear = nn.Linear(d, 1)
+        out = max(1, config.n_classes)  # one logit per class, or one number
+        self.head_linear = nn.Linear(d, out)
         self.head_mlp = nn.Sequential(
-            nn.Linear(d, config.head_hidden), nn.GELU(), nn.Linear(config.head_hidden, 1)
+            nn.Linear(d, config.head_hidden), nn.GELU(), nn.Linear(config.head_hidden, out)
         )
         # critic for the mutual-information term (a learned scalar projection of Z)
         self.mi_critic = nn.Sequential(
@@ -101,7 +102,9 @@ class FDRMFLModel(nn.Module):
         if self.training if sample is None else sample:
             tokens = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         z = self.fusion(tokens, mask)
-        y_hat = (self.head_linear(z) + self.head_mlp(z)).squeeze(-1)
+        y_hat = self.head_linear(z) + self.head_mlp(z)
+        if not self.config.n_classes:
+            y_hat = y_hat.squeeze(-1)
         return ModelOutput(mu, logvar, z, y_hat, mask)
 
 
@@ -124,6 +127,7 @@ def warm_start_linear(model: FDRMFLModel, blocks: dict, coef) -> None:
     nonlinear branch keeps its random hidden layers but its last layer is zeroed (the body's
     latent mean, the fusion's score and residual refinement, the MLP head), so it contributes
     nothing at first and learns from there. The fusion's uniform weights then sum the modalities.
+    A classifier's head starts at zero (equal logits): ``coef`` fits a number, not classes.
     """
     if not model.config.linear_path:
         raise ValueError("a linear warm start needs training.model.linear_path: true")
@@ -148,4 +152,5 @@ def warm_start_linear(model: FDRMFLModel, blocks: dict, coef) -> None:
     model.head_mlp[-1].bias.zero_()
     model.head_linear.weight.zero_()
     model.head_linear.bias.zero_()
-    model.head_linear.weight[0, :k] = torch.as_tensor(coef, dtype=torch.float32)
+    if not model.config.n_classes:
+        model.head_linear.weight[0, :k] = torch.as_tensor(coef, dtype=torch.float32)

@@ -370,8 +370,13 @@ def partition(
     groups: np.ndarray | None = None,
     client_keys: np.ndarray | None = None,
     order: np.ndarray | None = None,
+    n_classes: int = 0,
 ) -> pd.DataFrame:
     """Assign every sample to a client and a split; returns the ``client_assignments`` table.
+
+    ``n_classes`` > 0: the targets are class codes, and scheme ``dirichlet`` draws each class's
+    spread over clients (label skew, the standard non-IID classification split) instead of
+    each target quantile bin's.
 
     ``groups`` (optional, one label per sample): a random test split keeps each group whole.
     ``client_keys`` / ``order`` (optional, from the user's table): the natural client of each
@@ -440,10 +445,12 @@ def partition(
     for _ in range(tries):
         dirichlet_p = bins = None
         if opts.scheme == "dirichlet":
-            bins = target_bins(targets, targets[train_idx], opts.dirichlet_bins)
-            dirichlet_p = rng.dirichlet(
-                np.full(opts.n_clients, opts.dirichlet_alpha), opts.dirichlet_bins
-            )
+            if n_classes:
+                bins, n_bins = np.asarray(targets).astype(np.int64), n_classes
+            else:
+                bins = target_bins(targets, targets[train_idx], opts.dirichlet_bins)
+                n_bins = opts.dirichlet_bins
+            dirichlet_p = rng.dirichlet(np.full(opts.n_clients, opts.dirichlet_alpha), n_bins)
         client = np.empty(n, dtype=np.int64)
         client[train_idx] = _assign_pool(opts, targets, train_idx, rng, dirichlet_p, bins)
         client[test_idx] = _assign_pool(opts, targets, test_idx, rng, dirichlet_p, bins)

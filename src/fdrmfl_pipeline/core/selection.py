@@ -58,20 +58,22 @@ def outside_share(features: pd.DataFrame) -> float:
 
 
 def choose_regressors(
-    evaluation_metrics: pd.DataFrame, share: float, rule: SelectionRule
+    evaluation_metrics: pd.DataFrame, share: float, rule: SelectionRule, score: str = "mse"
 ) -> pd.DataFrame:
     """Per method: the chosen regressor, its pooled validation MSE, and why (a sentence).
 
     ``evaluation_metrics``: method, regressor, split, scope, mse rows. Columns out: method,
     regressor, val_mse, rule, val_outside_share, restricted (True where bounded regressors were
-    set aside), reason."""
+    set aside), reason. ``score``: the lower-is-better column to choose by (``log_loss`` for a
+    classifier; ``val_mse`` then holds it)."""
+    label = "MSE" if score == "mse" else score.replace("_", "-")
     val = evaluation_metrics[
         (evaluation_metrics["split"] == "val") & (evaluation_metrics["scope"] == "pooled")
     ]
     shifted = rule.rule == "auto" and np.isfinite(share) and share > rule.max_outside_share
     rows = []
     for method, unsorted in val.groupby("method", sort=True):
-        g = unsorted.sort_values(["mse", "regressor"])
+        g = unsorted.sort_values([score, "regressor"])
         candidates = g
         restricted = False
         if shifted:
@@ -82,7 +84,7 @@ def choose_regressors(
         best = candidates.iloc[0]
         lowest = g.iloc[0]
         if not shifted:
-            reason = "lowest validation MSE"
+            reason = f"lowest validation {label}"
         elif candidates is g:
             reason = (
                 "lowest validation MSE (validation targets leave the training range, but no "
@@ -100,7 +102,7 @@ def choose_regressors(
             {
                 "method": method,
                 "regressor": best["regressor"],
-                "val_mse": float(best["mse"]),
+                "val_mse": float(best[score]),
                 "rule": rule.rule,
                 "val_outside_share": float(share),
                 "restricted": bool(restricted),

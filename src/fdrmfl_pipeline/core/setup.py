@@ -147,7 +147,15 @@ class TrainingSetup:
             head_hidden=m.head_hidden,
             dropout=m.dropout,
             linear_path=m.linear_path,
+            n_classes=len(data.classes),
         )
+        w = params.warm_start
+        if len(data.classes) > 2 and w.kind in ("pls", "lasso"):
+            raise ConfigError(
+                f"training.warm_start.kind '{w.kind}' fits a number, and this target has "
+                f"{len(data.classes)} classes; use pca or none (a two-class target may keep "
+                f"{w.kind}: it fits the class code)"
+            )
         local = LocalTrainConfig(
             local_epochs=o.local_epochs,
             batch_size=o.batch_size,
@@ -183,7 +191,6 @@ class TrainingSetup:
             ),
             secure=_secure(params),
         )
-        w = params.warm_start
         ws = WarmStartConfig(
             kind=w.kind,
             components=w.components,
@@ -261,6 +268,7 @@ class TrainingSetup:
             seed,
             self.x_scaling,
             self.federation.secure,
+            self.model.n_classes > 0,
         )
 
     def initial_state(self, clients: dict[int, ClientData], seed: int):

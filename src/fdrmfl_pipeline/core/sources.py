@@ -199,22 +199,33 @@ def build_table(
     client_column: str | None = None,
     order_column: str | None = None,
     ignore: Sequence[str] = (),
+    categorical_target: bool = False,
+    anomaly_column: str | None = None,
 ) -> MultimodalData:
-    """A user's own table: one row per sample, modalities declared by columns or pattern."""
+    """A user's own table: one row per sample, modalities declared by columns or pattern.
+    ``categorical_target``: the target column holds class labels (any values; coded 0..C-1 in
+    sorted order). ``anomaly_column``: 0/1 labels kept to judge anomaly scores."""
     if len(df) == 0:
         raise EmptyDataError(f"{source}: the input table has no rows")
     if not modalities:
         raise EmptyDataError(f"{source}: no modalities declared (ingestion.table.modalities)")
-    wanted = [target] + [c for c in (id_column, split_column, client_column, order_column) if c]
+    extra = (id_column, split_column, client_column, order_column, anomaly_column)
+    wanted = [target] + [c for c in extra if c]
     wanted += list(ignore)
     missing = [c for c in wanted if c not in df.columns]
     if missing:
         raise MissingColumnError(f"{source}: column(s) {missing} not found in the input table")
-    y = _numeric_block(df, [target], f"target '{target}'", source)[:, 0]
+    classes: tuple[str, ...] = ()
+    if categorical_target:
+        from fdrmfl_pipeline.core.tasks import encode_labels
+
+        y, classes = encode_labels(df[target].tolist(), f"{source}: target '{target}'")
+    else:
+        y = _numeric_block(df, [target], f"target '{target}'", source)[:, 0]
     claimed: dict[str, str] = {}
     arrays: dict[str, np.ndarray] = {}
     specs: list[ModalitySpec] = []
-    excluded = {target, id_column, split_column, client_column, order_column, *ignore}
+    excluded = {target, *extra, *ignore}
     if id_column:
         ids = df[id_column].astype(str).to_numpy()
     else:
@@ -274,6 +285,25 @@ def build_table(
         if name in RESERVED_COLUMNS:
             raise InputDataError(f"{source}: modality name '{name}' is reserved")
     keys = df[client_column].astype(str).to_numpy() if client_column else None
+    anomaly = None
+    if anomaly_column:
+        raw = pd.to_numeric(df[anomaly_column], errors="coerce").to_numpy()
+        bad = ~np.isin(raw, (0, 1))
+        if bad.any():
+            raise InputDataError(
+                f"{source}: anomaly column '{anomaly_column}' must hold 0 or 1; row "
+                f"{ids[bad][0]} has {df[anomaly_column].to_numpy()[bad][0]!r}"
+            )
+        anomaly = raw.astype(np.int8)
     return MultimodalData(
-        ids, y, arrays, tuple(specs), split, source, client_key=keys, order=order
+        ids,
+        y,
+        arrays,
+        tuple(specs),
+        split,
+        source,
+        client_key=keys,
+        order=order,
+        classes=classes,
+        anomaly=anomaly,
     ).validate()

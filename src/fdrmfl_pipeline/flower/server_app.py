@@ -129,12 +129,16 @@ class FlowerRunner:
             stats = {-1: stats_from_arrays(total)}
         self.stats = stats
         shapes = {m.name: m.shape for m in self.job.setup.model.modalities}
+        categorical = self.job.setup.model.n_classes > 0  # class codes stay as they are
         if self.job.setup.scaling == "federated":
-            shared = federated_scaler(stats, shapes, self.job.setup.x_scaling)
+            shared = federated_scaler(
+                stats, shapes, self.job.setup.x_scaling, categorical=categorical
+            )
             self.scalers = dict.fromkeys(self.client_ids(), shared)
         else:
             self.scalers = {
-                c: stats[c].scaler(shapes, self.job.setup.x_scaling) for c in sorted(stats)
+                c: stats[c].scaler(shapes, self.job.setup.x_scaling, categorical)
+                for c in sorted(stats)
             }
         logger.info(
             "Flower clients connected: %s", {c: self.node_of[c] for c in sorted(self.node_of)}

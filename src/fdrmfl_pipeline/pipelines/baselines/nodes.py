@@ -29,24 +29,32 @@ def _raw_frame(clients, names) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _pooled_anchor(clients, names, params: BaselinesParams, seed: int) -> pd.DataFrame:
-    from fdrmfl_pipeline.core.downstream import fit_predict_per_client
+def _pooled_anchor(
+    clients, names, params: BaselinesParams, seed: int, n_classes: int = 0
+) -> pd.DataFrame:
+    """The pooled regressors on every client's raw inputs (a class target: logistic)."""
+    from fdrmfl_pipeline.core.downstream import classify_per_client, fit_predict_per_client
 
     t0 = time.perf_counter()
     frame = _raw_frame(clients, names)
     cols = [col for col in frame.columns if col.startswith("f_")]
-    out = fit_predict_per_client(
-        frame,
-        cols,
-        "raw_pooled",
-        params.pooled_regressors,
-        seed,
-        pooled=True,
-        refit_on_val=params.refit_on_val,
-    )
+    if n_classes:
+        out = classify_per_client(
+            frame, cols, "raw_pooled", ["logistic"], n_classes, seed, True, params.refit_on_val
+        )
+    else:
+        out = fit_predict_per_client(
+            frame,
+            cols,
+            "raw_pooled",
+            params.pooled_regressors,
+            seed,
+            pooled=True,
+            refit_on_val=params.refit_on_val,
+        )
     logger.info(
         "pooled anchor %s on %d train rows: %.1fs",
-        params.pooled_regressors,
+        ["logistic"] if n_classes else params.pooled_regressors,
         int((frame["split"] == "train").sum()),
         time.perf_counter() - t0,
     )
@@ -63,11 +71,27 @@ def baseline_predictions(
     """Every extractor fitted on each client's train split, then the regressors, on val and test."""
     from fdrmfl_pipeline.core.baselines import extract
     from fdrmfl_pipeline.core.clientdata import build_clients
-    from fdrmfl_pipeline.core.downstream import empty_predictions, fit_predict_per_client
+    from fdrmfl_pipeline.core.downstream import (
+        classify_per_client,
+        empty_predictions,
+        fit_predict_per_client,
+    )
 
     if not params.enabled:
         return empty_predictions()
     data = from_arrow(multimodal_dataset)
+    k = len(data.classes)
+
+    def fit(frame, cols, method, regressors, classifiers, pooled=False):
+        """The regressors, or for a class target the classifiers."""
+        if k:
+            return classify_per_client(
+                frame, cols, method, classifiers, k, seed, pooled, params.refit_on_val
+            )
+        return fit_predict_per_client(
+            frame, cols, method, regressors, seed, pooled=pooled, refit_on_val=params.refit_on_val
+        )
+
     names = training.data.modalities or data.modality_names
     # per-client standardisation fitted on that client's train split only
     clients, _ = build_clients(data, client_assignments, names, "local", seed)
@@ -93,11 +117,8 @@ def baseline_predictions(
             )
             cols = [col for col in frame.columns if col.startswith("f_")]
             regs = params.raw_regressors if name == "raw" else params.regressors
-            out.append(
-                fit_predict_per_client(
-                    frame, cols, name, regs, seed, refit_on_val=params.refit_on_val
-                )
-            )
+            classifiers = ["logistic"] if name == "raw" else params.classifiers
+            out.append(fit(frame, cols, name, regs, classifiers))
             done += 1
             elapsed = time.perf_counter() - t_start
             logger.info(
@@ -125,15 +146,11 @@ def baseline_predictions(
                 ],
                 ignore_index=True,
             )
-            out.append(
-                fit_predict_per_client(
-                    frame, [], "client_mean", ["mean"], seed, refit_on_val=params.refit_on_val
-                )
-            )
+            out.append(fit(frame, [], "client_prior" if k else "client_mean", ["mean"], ["prior"]))
     if params.pooled_regressors:
         # one affine scaling for every row, so the pooled fit sees the inputs as if concatenated
         pooled, _ = build_clients(data, client_assignments, names, "federated", seed)
-        out.append(_pooled_anchor(pooled, names, params, seed))
+        out.append(_pooled_anchor(pooled, names, params, seed, k))
     result = pd.concat(out, ignore_index=True)
     result["client"] = result["client"].astype(np.int64)
     return result

@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import choose_regressors, compute_metrics
+from .nodes import choose_regressors, compute_metrics, score_anomalies
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -16,6 +16,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params": "params:evaluation",
                     "strategy": "params:training.strategy",
                     "seed": "params:seed",
+                    "task": "params:task",
                 },
                 outputs="evaluation_metrics",
                 name="compute_metrics",
@@ -29,6 +30,19 @@ def create_pipeline(**kwargs) -> Pipeline:
                 },
                 outputs="regressor_choice",
                 name="choose_regressors",
+            ),
+            Node(
+                func=score_anomalies,
+                inputs={
+                    "extracted_features": "extracted_features",
+                    "multimodal_dataset": "multimodal_dataset",
+                    "client_assignments": "client_assignments",
+                    "params": "params:evaluation",
+                    "task": "params:task",
+                    "seed": "params:seed",
+                },
+                outputs=["anomaly_scores", "anomaly_metrics"],
+                name="score_anomalies",
             ),
         ]
     )

@@ -16,6 +16,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "tecator_raw": "tecator_raw",
                     "corn_raw": "corn_raw",
                     "table_raw": "table_raw",
+                    "task": "params:task",
                 },
                 outputs="multimodal_dataset",
                 name="build_multimodal_dataset",

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 
 from fdrmfl_pipeline.core import partition, seeding
-from fdrmfl_pipeline.core.modalities import from_arrow, specs_from_schema
+from fdrmfl_pipeline.core.modalities import from_arrow, specs_from_schema, table_classes
 from fdrmfl_pipeline.params import PartitioningParams
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ def assign_clients(
         groups=groups,
         client_keys=keys,
         order=order,
+        n_classes=len(table_classes(multimodal_dataset)),
     )
     counts = out.groupby(["client", "split"]).size().unstack(fill_value=0)
     logger.info("Partition '%s' over %d clients:\n%s", params.scheme, len(counts), counts)

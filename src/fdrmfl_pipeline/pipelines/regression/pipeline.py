@@ -15,6 +15,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params": "params:regression",
                     "strategy": "params:training.strategy",
                     "seed": "params:seed",
+                    "task": "params:task",
                 },
                 outputs="predictions",
                 name="predict_from_features",

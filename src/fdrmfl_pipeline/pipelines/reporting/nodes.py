@@ -15,7 +15,20 @@ import pandas as pd
 
 from fdrmfl_pipeline.params import ReportingParams
 
-LOSS_COLUMNS = ("train_loss", "loss_mse", "loss_mi", "loss_skl", "loss_con", "val_mse")
+LOSS_COLUMNS = (
+    "train_loss",
+    "loss_mse",
+    "loss_ce",
+    "loss_mi",
+    "loss_skl",
+    "loss_con",
+    "val_mse",
+)
+
+
+def is_classification(frame: pd.DataFrame) -> bool:
+    """Metrics or predictions of a classification task (class probabilities / accuracy)."""
+    return "accuracy" in frame.columns or "p0" in frame.columns
 
 
 def chosen(regressor_choice: pd.DataFrame) -> dict[str, str]:
@@ -31,7 +44,8 @@ def metrics_table(evaluation_metrics: pd.DataFrame, split: str, value: str = "ms
     cols = [c for c in table.columns if c != "pooled"] + (
         ["pooled"] if "pooled" in table.columns else []
     )
-    return table[cols].sort_values(cols[-1])
+    higher = value in ("r2", "accuracy", "macro_f1", "roc_auc")
+    return table[cols].sort_values(cols[-1], ascending=not higher)
 
 
 def _new_figure(n_panels: int, width: float = 3.4, height: float = 2.7) -> tuple[Any, np.ndarray]:
@@ -72,10 +86,13 @@ def plot_loss_curves(
 def plot_pred_vs_actual(
     predictions: pd.DataFrame, regressor_choice: pd.DataFrame, params: ReportingParams
 ) -> Any:
-    """Predicted vs actual per client for the trained model's chosen regressor."""
+    """Predicted vs actual per client for the trained model's chosen regressor (a classifier:
+    its confusion matrix and ROC curves over every client's rows)."""
     methods = predictions["method"].unique()
     reg = chosen(regressor_choice).get(methods[0], "head") if len(methods) else "head"
     sel = predictions[(predictions["regressor"] == reg) & (predictions["split"] == params.split)]
+    if is_classification(predictions):
+        return _confusion_and_roc(sel, f"{methods[0] if len(methods) else ''} + {reg}", params)
     clients = sorted(sel["client"].unique())
     fig, axes = _new_figure(max(1, len(clients)))
     for ax, c in zip(axes, clients, strict=False):
@@ -93,25 +110,64 @@ def plot_pred_vs_actual(
     return fig
 
 
+def _confusion_and_roc(sel: pd.DataFrame, label: str, params: ReportingParams) -> Any:
+    """Row-normalised confusion matrix and one-vs-rest ROC curves of ``sel``'s predictions."""
+    from sklearn.metrics import confusion_matrix, roc_curve
+
+    pcols = sorted(
+        (c for c in sel.columns if c[:1] == "p" and c[1:].isdigit()), key=lambda c: int(c[1:])
+    )
+    pcols = [c for c in pcols if sel[c].notna().any()]
+    k = len(pcols)
+    y = sel["y_true"].to_numpy().astype(int)
+    pred = sel["y_pred"].to_numpy().astype(int)
+    fig, axes = _new_figure(2, width=4.2, height=3.6)
+    cm = confusion_matrix(y, pred, labels=list(range(k))).astype(float)
+    cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    axes[0].imshow(cm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            axes[0].text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=8)
+    axes[0].set_xticks(range(k))
+    axes[0].set_yticks(range(k))
+    axes[0].set_xlabel("predicted class")
+    axes[0].set_ylabel("true class")
+    axes[0].set_title("confusion (rows sum to 1)")
+    for c in range(k):
+        if 0 < (y == c).sum() < len(y):
+            fpr, tpr, _ = roc_curve(y == c, sel[pcols[c]].to_numpy())
+            axes[1].plot(fpr, tpr, lw=1.2, label=f"class {c}")
+    axes[1].plot([0, 1], [0, 1], "k--", lw=0.8)
+    axes[1].set_xlabel("false positive rate")
+    axes[1].set_ylabel("true positive rate")
+    axes[1].set_title("ROC, one class vs the rest")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"{label}: {params.split} split, all clients")
+    return fig
+
+
 def plot_metric_bars(
     evaluation_metrics: pd.DataFrame, regressor_choice: pd.DataFrame, params: ReportingParams
 ) -> Any:
-    """Per-client MSE across methods (each with its chosen regressor)."""
+    """Per-client MSE (a classifier: accuracy) across methods (each with its chosen regressor)."""
+    value, label = (
+        ("accuracy", "accuracy") if is_classification(evaluation_metrics) else ("mse", "MSE")
+    )
     m = evaluation_metrics.merge(
         regressor_choice[["method", "regressor"]], on=["method", "regressor"]
     )
     m = m[(m["split"] == params.split) & (m["scope"] == "client")]
-    pivot = m.pivot_table(index="client", columns="method", values="mse")
+    pivot = m.pivot_table(index="client", columns="method", values=value)
     fig, axes = _new_figure(1, width=max(6.0, 0.5 * pivot.size), height=3.2)
     ax = axes[0]
     width = 0.8 / max(1, pivot.shape[1])
     for j, method in enumerate(pivot.columns):
         ax.bar(np.arange(len(pivot)) + j * width, pivot[method], width, label=method)
     ax.set_xticks(np.arange(len(pivot)) + 0.4 - width / 2, [f"client {c}" for c in pivot.index])
-    ax.set_ylabel(f"{params.split} MSE")
+    ax.set_ylabel(f"{params.split} {label}")
     # outside the axes: a legend must never hide a bar
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.suptitle("Per-client MSE by method (each with its chosen regressor)")
+    fig.suptitle(f"Per-client {label} by method (each with its chosen regressor)")
     return fig
 
 
@@ -144,7 +200,7 @@ UNITS = {
 }
 # methods that are not a federated alternative to the model: the train-mean predictor is the
 # floor, raw_pooled needs all clients' raw data in one place
-NOT_BASELINES = {"client_mean", "raw_pooled"}
+NOT_BASELINES = {"client_mean", "client_prior", "raw_pooled"}
 
 
 def dataset_label(parameters: dict) -> tuple[str, str]:
@@ -183,6 +239,8 @@ def verdict(
     if ours is None:
         return f"No {split} metrics for {model_method}."
     rivals = [m for m in best.index if m != model_method and m not in NOT_BASELINES]
+    if "accuracy" in ours.index:
+        return _class_verdict(ours, rivals, regressor_choice, row, model_method, split)
     text = (
         f"{model_method} + {ours['regressor']}: {split} MSE {ours['mse']:.4g} "
         f"(RMSE {ours['rmse']:.4g}, R² {ours['r2']:.3f})"
@@ -202,6 +260,26 @@ def verdict(
     mean = row("client_mean")
     if mean is not None:
         text += f"; each client's own training mean (client_mean): MSE {mean['mse']:.4g}"
+    return text + "."
+
+
+def _class_verdict(ours, rivals, regressor_choice, row, model_method: str, split: str) -> str:
+    def says(r) -> str:
+        return (
+            f"accuracy {r['accuracy']:.3f}, macro-F1 {r['macro_f1']:.3f}, ROC-AUC "
+            f"{r['roc_auc']:.3f}, log-loss {r['log_loss']:.4g}, ECE {r['ece']:.3f}"
+        )
+
+    text = f"{model_method} + {ours['regressor']}: {split} {says(ours)}"
+    v = regressor_choice[regressor_choice["method"].isin(rivals)]
+    if not v.empty:
+        rival = v.sort_values(["val_mse", "method"])["method"].iloc[0]
+        b = row(rival)
+        if b is not None:
+            text += f"; the best baseline on validation (log-loss), {rival} + {b['regressor']}: {says(b)}"
+    prior = row("client_prior")
+    if prior is not None:
+        text += f"; each client's own class frequencies (client_prior): accuracy {prior['accuracy']:.3f}"
     return text + "."
 
 
@@ -304,14 +382,35 @@ def _selection_note(regressor_choice: pd.DataFrame, parameters: dict) -> str:
     return f"{describe(rule, share)} Validation rows: {val_rule}."
 
 
-def _choice_html(regressor_choice: pd.DataFrame) -> str:
-    head = "<tr><th>method</th><th>regressor</th><th>val MSE (pooled)</th><th>why</th></tr>"
+def _choice_html(regressor_choice: pd.DataFrame, score: str = "MSE") -> str:
+    head = f"<tr><th>method</th><th>regressor</th><th>val {score} (pooled)</th><th>why</th></tr>"
     body = "".join(
         f"<tr><td>{html.escape(str(r.method))}</td><td>{html.escape(str(r.regressor))}</td>"
         f"<td>{r.val_mse:.5g}</td><td style='text-align:left'>{html.escape(str(r.reason))}</td></tr>"
         for r in regressor_choice.itertuples()
     )
     return f"<table>{head}{body}</table>"
+
+
+def _anomaly_html(anomaly_metrics: pd.DataFrame, split: str) -> list[str]:
+    """The anomaly scores against the labelled anomalies: pooled and per-client ROC-AUC and
+    PR-AUC on ``split``."""
+    m = anomaly_metrics[anomaly_metrics["split"] == split]
+    pooled = m[m["scope"] == "pooled"].set_index(["method", "score"])
+    best = pooled["roc_auc"].idxmax() if len(pooled) else None
+    text = (
+        f"Best pooled ROC-AUC on {split}: {best[0]} ({best[1]}) {pooled.loc[best, 'roc_auc']:.3f}, "
+        f"PR-AUC {pooled.loc[best, 'pr_auc']:.3f}, with {100 * pooled.loc[best, 'anomaly_share']:.1f} % "
+        "of the rows labelled anomalous (PR-AUC of a random score)."
+        if best is not None
+        else ""
+    )
+    out = [f"<h2>Anomaly scores on the {split} split</h2><p>{html.escape(text)}</p>"]
+    for value in ("roc_auc", "pr_auc"):
+        table = m.pivot_table(index=["method", "score"], columns="client", values=value)
+        table.columns = ["pooled" if c == -1 else f"client {c}" for c in table.columns]
+        out += [f"<h3>{value.replace('_', '-').upper()}</h3>", _table_html(table, True)]
+    return out
 
 
 def build_report(
@@ -324,6 +423,7 @@ def build_report(
     multimodal_dataset: Any,
     parameters: dict,
     params: ReportingParams,
+    anomaly_metrics: pd.DataFrame | None = None,
 ) -> str:
     """One self-contained HTML page (figures embedded as PNG) summarising the run: a verdict
     first, then the table and the figures."""
@@ -338,12 +438,18 @@ def build_report(
         "Training history (loss terms and validation MSE per round)": plot_loss_curves(
             training_history
         ),
-        "Predicted vs actual": plot_pred_vs_actual(predictions, regressor_choice, params),
-        "Per-client MSE by method": plot_metric_bars(evaluation_metrics, regressor_choice, params),
+        (
+            "Confusion matrix and ROC" if is_classification(predictions) else "Predicted vs actual"
+        ): plot_pred_vs_actual(predictions, regressor_choice, params),
+        "Per-client score by method": plot_metric_bars(
+            evaluation_metrics, regressor_choice, params
+        ),
         "Z projection": plot_z_projection(extracted_features),
     }
     exp = evaluation_metrics["experiment"].iloc[0] if len(evaluation_metrics) else ""
-    table = metrics_table(evaluation_metrics, params.split)
+    classes = is_classification(evaluation_metrics)
+    first, second = ("accuracy", "roc_auc") if classes else ("mse", "r2")
+    table = metrics_table(evaluation_metrics, params.split, first)
     plain = {k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in parameters.items()}
     data_name, unit = dataset_label(parameters)
     model_method = str(predictions["method"].iloc[0]) if len(predictions) else ""
@@ -358,17 +464,25 @@ def build_report(
         f"<p class='verdict'><b>{html.escape(verdict(evaluation_metrics, regressor_choice, model_method, params.split))}</b></p>",
         f"<p class='privacy'>{html.escape(privacy_note(training_history))}</p>",
         f"<p>Data: <b>{html.escape(data_name)}</b>, target in {html.escape(unit)}; experiment "
-        f"<b>{html.escape(str(exp))}</b>. MSE in the target's units (squared) on the "
-        f"<b>{params.split}</b> split; best per column in bold. <i>pooled</i>: the metric over "
+        f"<b>{html.escape(str(exp))}</b>. "
+        + (
+            "Accuracy (share of rows whose most probable class is right)"
+            if classes
+            else "MSE in the target's units (squared)"
+        )
+        + f" on the <b>{params.split}</b> split; best per column in bold. <i>pooled</i>: the metric over "
         "every client's test rows together (each client's model or features, no pooled "
         "training), not a model trained on pooled data.</p>",
-        _table_html(table),
+        _table_html(table, higher_is_better=classes),
         f"<p>{html.escape(client_identity_note(evaluation_metrics, params.split))}</p>",
-        f"<h3>R² on the {params.split} split, per client and pooled</h3>",
-        _table_html(metrics_table(evaluation_metrics, params.split, "r2"), higher_is_better=True),
+        f"<h3>{'ROC-AUC' if classes else 'R²'} on the {params.split} split, per client and "
+        "pooled</h3>",
+        _table_html(metrics_table(evaluation_metrics, params.split, second), higher_is_better=True),
         f"<h3>Which regressor represents each method</h3><p>{html.escape(selection_note)}</p>",
-        _choice_html(regressor_choice),
+        _choice_html(regressor_choice, "log-loss" if classes else "MSE"),
     ]
+    if anomaly_metrics is not None and len(anomaly_metrics):
+        parts += _anomaly_html(anomaly_metrics, params.split)
     for title, fig in figures.items():
         parts.append(
             f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{_png(fig)}'>"

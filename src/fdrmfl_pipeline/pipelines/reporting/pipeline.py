@@ -45,6 +45,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "multimodal_dataset": "multimodal_dataset",
                     "parameters": "parameters",
                     "params": "params:reporting",
+                    "anomaly_metrics": "anomaly_metrics",
                 },
                 "run_report",
                 name="build_report",

@@ -81,7 +81,8 @@ def extract_features(
     params: TrainingParams,
     seed: int,
 ) -> pd.DataFrame:
-    """Z (and the head's prediction, original units) for every sample of every client and split."""
+    """Z (and the head's prediction, original units; a classifier's class probabilities
+    ``head_p<k>`` and its pick) for every sample of every client and split."""
     from fdrmfl_pipeline.core.bundle import load_model
     from fdrmfl_pipeline.core.client import predict
 
@@ -99,7 +100,15 @@ def extract_features(
             df.insert(1, "client", c)
             df.insert(2, "split", split_name)
             df.insert(3, "target", split.y_raw)
-            df["head_pred"] = y_hat.astype(np.float64) * sc.y_std + sc.y_mean
+            if model.config.n_classes:  # the head's class probabilities and its pick
+                from fdrmfl_pipeline.core.tasks import softmax
+
+                proba = softmax(y_hat.astype(np.float64))
+                df["head_pred"] = proba.argmax(axis=1).astype(np.float64)
+                for k in range(proba.shape[1]):
+                    df[f"head_p{k}"] = proba[:, k]
+            else:
+                df["head_pred"] = y_hat.astype(np.float64) * sc.y_std + sc.y_mean
             frames.append(df)
     features = pd.concat(frames, ignore_index=True)
     z = features[[c for c in features.columns if c.startswith("z_")] + ["head_pred"]].to_numpy()
