@@ -240,6 +240,20 @@ class AvailabilityParams(_Strict):
         default_factory=dict,
         description="client id -> {join, leave} rounds; clients not listed take part throughout",
     )
+    modalities: dict[int, dict[str, int]] = Field(
+        default_factory=dict,
+        description="client id -> {modality: first round the client has it}: a sensor added "
+        "during training (before that round, and in the warm start, the client lacks it)",
+    )
+
+    @field_validator("modalities")
+    @classmethod
+    def _rounds_positive(cls, v: dict[int, dict[str, int]]) -> dict[int, dict[str, int]]:
+        for c, joins in v.items():
+            for m, r in joins.items():
+                if r < 1:
+                    raise ValueError(f"client {c}, modality '{m}': the join round {r} must be >= 1")
+        return v
 
 
 class DataParams(_Strict):

@@ -152,12 +152,16 @@ def _no_flower_processes_left(run_dir_marker: str) -> None:
     assert not alive, alive
 
 
+# client 1 gains the image sensor in round 2 (the warm start and round 1 go without it)
+GAINED_MODALITY = ",training.federation.availability.modalities={1: {image: 2}}"
+
+
 @pytest.mark.slow
 def test_local_deployment_with_two_supernodes_matches_inprocess(tmp_path):
     import yaml
 
     project = make_project(tmp_path / "p", flower_app=True)
-    proc = _deploy(project, 2, ["--round-timeout", "120"])
+    proc = _deploy(project, 2, ["--round-timeout", "120"], params=DEPLOY_PARAMS + GAINED_MODALITY)
     assert proc.returncode == 0, proc.stderr[-4000:]
     # the server's progress reaches the launcher's console (not only the SuperNode logs)
     assert "server: fdrmfl_pipeline.core.engine: round 1/2" in proc.stderr, proc.stderr[-3000:]
@@ -171,7 +175,9 @@ def test_local_deployment_with_two_supernodes_matches_inprocess(tmp_path):
         log = (run_dir / f"supernode-{c}.log").exists()
         assert log
     # the same job in process, same seed and data
-    params = {k: v for k, v in (item.split("=") for item in DEPLOY_PARAMS.split(","))}
+    params = {
+        k: v for k, v in (item.split("=") for item in (DEPLOY_PARAMS + GAINED_MODALITY).split(","))
+    }
     nested: dict = {}
     for key, value in params.items():
         node = nested
@@ -301,8 +307,9 @@ def test_local_differential_privacy_is_bit_identical_on_flower_simulation(tmp_pa
 
 
 def test_a_dynamic_federation_is_bit_identical_on_flower(tmp_path):
-    """Clients joining late, leaving early and dropping out at random run the same rounds on
-    Flower simulation as in process: same weights, same participation."""
+    """Clients joining late, leaving early and dropping out at random, and a client gaining a
+    modality (an image sensor) in round 2, run the same rounds on Flower simulation as in
+    process: same weights, same participation, same validation errors."""
     import pandas as pd
 
     project = make_project(tmp_path / "p")
@@ -314,6 +321,7 @@ def test_a_dynamic_federation_is_bit_identical_on_flower(tmp_path):
                 "availability": {
                     "probability": 0.8,
                     "schedule": {2: {"join": 2}, 0: {"join": 1, "leave": 2}},
+                    "modalities": {1: {"image": 2}},
                 },
             }
         }
@@ -338,6 +346,41 @@ def test_a_dynamic_federation_is_bit_identical_on_flower(tmp_path):
     trained = h_in[h_in["participated"]]
     assert 2 not in set(trained.loc[trained["round"] == 1, "client"])
     assert 0 not in set(trained.loc[trained["round"] == 3, "client"])
+
+
+def test_classification_is_bit_identical_on_flower(tmp_path):
+    """A three-class job (the simulation's response in quantile classes, Dirichlet label skew,
+    PCA warm start): the class codes stay unscaled on the Flower server, the cross-entropy and
+    the supervised-contrastive term train the same weights as in process."""
+    import pandas as pd
+
+    project = make_project(tmp_path / "p")
+    params = _merge(
+        SMALL,
+        {
+            "task": "classification",
+            "partitioning": {"scheme": "dirichlet", "dirichlet": {"alpha": 0.5}},
+            "training": {"warm_start": {"kind": "pca", "pca_iterations": 5}},
+        },
+    )
+    run_session(project, ["ingestion", "partitioning", "training"], params)
+    inproc = _bundle(project)
+    h_in = pd.read_parquet(
+        sorted((project / "data/07_model_output/training_history.parquet").glob("*/*"))[-1]
+    )
+    run_session(
+        project, ["training"], _merge(params, {"training": {"engine": "flower-simulation"}})
+    )
+    sim = _bundle(project)
+    h_sim = pd.read_parquet(
+        sorted((project / "data/07_model_output/training_history.parquet").glob("*/*"))[-1]
+    )
+    for k in inproc["state_dict"]:
+        assert torch.equal(inproc["state_dict"][k], sim["state_dict"][k]), k
+    assert inproc["state_dict"]["head_linear.weight"].shape[0] == 3
+    cols = ["round", "client", "val_mse", "loss_ce"]
+    pd.testing.assert_frame_equal(h_in[cols], h_sim[cols])
+    assert (h_in.loc[h_in["round"] > 0, "loss_ce"] > 0).all()
 
 
 ALLOWED_SECURE_REPLY = {"masked", "secagg", "info"}

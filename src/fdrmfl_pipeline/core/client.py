@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from fdrmfl_pipeline.core import losses, seeding
-from fdrmfl_pipeline.core.clientdata import ClientData, SplitArrays
+from fdrmfl_pipeline.core.clientdata import ClientData, SplitArrays, without_modalities
 from fdrmfl_pipeline.core.config import LocalTrainConfig  # noqa: F401  (re-exported)
 from fdrmfl_pipeline.core.model import FDRMFLModel, ModelConfig, build_model
 
@@ -63,8 +63,12 @@ def local_update(
     round_: int,
     anchor_state: State | None = None,
     noise_secret: str = "",
+    absent: tuple[str, ...] = (),
 ) -> tuple[ClientUpdate, State]:
     """Train the received global model on the client's ``train`` split.
+
+    ``absent``: modalities the client does not have yet this round
+    (:meth:`FederationConfig.absent`); its rows are used as if they lacked them.
 
     Under local DP (``cfg.dp_clip > 0``) the update sent is the clipped, noised change
     (:func:`fdrmfl_pipeline.core.privacy.local_privatize`, noise seeded with ``noise_secret``)
@@ -81,6 +85,7 @@ def local_update(
     (seed, client, round), so the result does not depend on which other clients ran before.
     """
     t0 = time.perf_counter()
+    data = without_modalities(data, absent, [m.name for m in config.modalities])
     torch.manual_seed(seeding.derived_seed(seed, "local", data.client_id, round_))
     gen = torch.Generator().manual_seed(
         seeding.derived_seed(seed, "shuffle", data.client_id, round_)
@@ -194,12 +199,24 @@ def predict(
     return np.concatenate(zs), np.concatenate(ys)
 
 
-def evaluate_mse(model: FDRMFLModel, split: SplitArrays, y_mean: float, y_std: float) -> float:
+def evaluate_mse(
+    model: FDRMFLModel,
+    split: SplitArrays,
+    y_mean: float,
+    y_std: float,
+    absent: tuple[str, ...] = (),
+) -> float:
     """The head's validation loss on ``split``: the MSE in the target's original units, or a
     classifier's log-loss (mean cross-entropy). Early stopping, tuning and the history's
-    ``val_mse`` column use it (lower is better either way)."""
+    ``val_mse`` column use it (lower is better either way). ``absent``: modalities the client
+    does not have yet (masked off)."""
     if split.n == 0:
         return float("nan")
+    if absent:
+        off = np.array([m in absent for m in model.names])
+        mask = split.mask.copy()
+        mask[:, off] = False
+        split = SplitArrays(split.sample_ids, split.x, mask, split.y, split.y_raw)
     _, y_hat = predict(model, split)
     if model.config.n_classes:
         logp = torch.log_softmax(torch.from_numpy(y_hat).double(), dim=1).numpy()

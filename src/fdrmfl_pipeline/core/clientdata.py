@@ -335,6 +335,20 @@ def assignments_from_client_table(table: pa.Table) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
+def without_modalities(data: ClientData, absent: Sequence[str], names: Sequence[str]) -> ClientData:
+    """``data`` as if the modalities ``absent`` were missing on every row (a sensor the client
+    does not have yet): their mask columns off. The same object when nothing is absent."""
+    if not absent:
+        return data
+    off = np.array([m in absent for m in names])
+    splits = {}
+    for s, sp in data.splits.items():
+        mask = sp.mask.copy()
+        mask[:, off] = False
+        splits[s] = SplitArrays(sp.sample_ids, sp.x, mask, sp.y, sp.y_raw)
+    return ClientData(data.client_id, splits, data.available & ~off)
+
+
 def pool_clients(clients: dict[int, ClientData], names: Sequence[str]) -> ClientData:
     """All clients' splits concatenated into one (the ``central`` upper bound)."""
     splits = {}

@@ -138,9 +138,21 @@ class FederationConfig:
     # the server receives only sums over clients (core.secagg): one mean model per round and
     # the mean validation error, never a client's own
     secure: bool = False
+    # modalities a client gains during training: (client, modality, first round it has it);
+    # before that round the client trains and validates as if the modality were absent
+    modality_joins: tuple[tuple[int, str, int], ...] = ()
 
     def __post_init__(self) -> None:  # JSON gives lists back: keep it hashable and comparable
         object.__setattr__(self, "schedule", tuple(tuple(int(x) for x in s) for s in self.schedule))
+        object.__setattr__(
+            self,
+            "modality_joins",
+            tuple((int(c), str(m), int(r)) for c, m, r in self.modality_joins),
+        )
+
+    def absent(self, client: int, round_: int) -> tuple[str, ...]:
+        """The modalities ``client`` does not have yet in ``round_`` (0: the warm start)."""
+        return tuple(m for c, m, r in self.modality_joins if c == client and round_ < r)
 
     def online(self, ids: list[int], round_: int) -> list[int]:
         """The clients that can take part in ``round_``: members by the schedule, then each

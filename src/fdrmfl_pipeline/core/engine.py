@@ -118,8 +118,9 @@ class ClientRunner(Protocol):
         that did not answer, the reason."""
         ...
 
-    def evaluate(self, states: dict[int, State]) -> dict[int, float]:
-        """Validation MSE (original units) of each client's model on its ``val`` split."""
+    def evaluate(self, states: dict[int, State], round_: int = 0) -> dict[int, float]:
+        """Validation MSE (original units) of each client's model on its ``val`` split, with
+        the modalities each client has after ``round_``."""
         ...
 
     def client_side_state(self) -> dict[str, dict[int, State]]:
@@ -138,6 +139,7 @@ class InProcessRunner:
         clients: dict[int, ClientData],
         scalers: dict[int, Scaler],
         seed: int,
+        fed: FederationConfig | None = None,
     ):
         self.model_config, self.clients, self.scalers, self.seed = (
             model_config,
@@ -146,6 +148,9 @@ class InProcessRunner:
             seed,
         )
         self.prev_states: dict[int, State] = {}
+        self.absent = (
+            fed or FederationConfig()
+        ).absent  # (client, round) -> modalities not yet had
 
     def client_ids(self) -> list[int]:
         return sorted(self.clients)
@@ -165,17 +170,20 @@ class InProcessRunner:
                 self.seed,
                 round_,
                 anchor,
+                absent=self.absent(c, round_),
             )
             self.prev_states[c] = local_state  # stays on the client
             updates.append(upd)
         return updates, {}
 
-    def evaluate(self, states):
+    def evaluate(self, states, round_=0):
         out = {}
         for c in sorted(states):
             model = model_from_state(self.model_config, states[c])
             sc = self.scalers[c]
-            out[c] = evaluate_mse(model, self.clients[c].val, sc.y_mean, sc.y_std)
+            out[c] = evaluate_mse(
+                model, self.clients[c].val, sc.y_mean, sc.y_std, self.absent(c, round_)
+            )
         return out
 
     def train_summed(self, jobs, round_, cfg, anchor=None):
@@ -190,11 +198,13 @@ class InProcessRunner:
         template = next(iter(jobs.values()))
         return summed_update(total, [u.client_id for u in updates], template), failures
 
-    def evaluate_summed(self, state: State, clients: list[int]) -> tuple[float, list[int]]:
+    def evaluate_summed(
+        self, state: State, clients: list[int], round_: int = 0
+    ) -> tuple[float, list[int]]:
         """The mean over ``clients`` of their validation MSE, from the fixed-point sum."""
         from fdrmfl_pipeline.core.secagg import plain_sum
 
-        vals = self.evaluate(dict.fromkeys(clients, state))
+        vals = self.evaluate(dict.fromkeys(clients, state), round_)
         if len(vals) < 2:
             return float("nan"), []
         total = plain_sum({c: val_answer(v) for c, v in vals.items()})
@@ -367,7 +377,7 @@ def run_federated(
         clients = {-1: pool_clients(clients, names)}
         # the pooled split keeps each row's own scaling; report in the first client's units
         scalers = {-1: next(iter(scalers.values()))}
-    runner = InProcessRunner(model_config, clients, scalers, fed.seed)
+    runner = InProcessRunner(model_config, clients, scalers, fed.seed, fed)
     return run_rounds(
         model_config,
         runner,
@@ -589,7 +599,8 @@ def _validate_round(
     else:  # an offline client cannot answer: validate on the clients online this round
         online = ids if fed.strategy == "central" else fed.online(ids, rnd)
         vals = runner.evaluate(
-            {c: (progress.client_states[c] if local else progress.global_state) for c in online}
+            {c: (progress.client_states[c] if local else progress.global_state) for c in online},
+            rnd,
         )
     by_id = {u.client_id: u for u in updates}
     rows = [_history_row(rnd, c, by_id.get(c), runner.n_train(c), vals) for c in ids]
@@ -678,7 +689,7 @@ def _secure_round(
     progress.global_state = aggregation.retain(summed.state, progress.global_state, fed.retention)
     check_finite_state(progress.global_state, f"round {rnd}: the securely aggregated model")
     evaluators = [c for c in online if c not in failures]
-    mean_val, judged = runner.evaluate_summed(progress.global_state, evaluators)
+    mean_val, judged = runner.evaluate_summed(progress.global_state, evaluators, rnd)
     # every client that took part shows the round's means (the server has nothing per client)
     shared = ClientUpdate(-1, {}, 0, {**summed.metrics, "seconds": 0.0})
     vals = dict.fromkeys(judged, mean_val)

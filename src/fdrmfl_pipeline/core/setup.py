@@ -104,6 +104,36 @@ def _privacy(params: Any) -> DPSettings:
     )
 
 
+def _modality_joins(params: Any, names: list[str]) -> tuple[tuple[int, str, int], ...]:
+    """``training.federation.availability.modalities`` as (client, modality, round), checked
+    against the trained modalities and the strategy."""
+    from fdrmfl_pipeline.errors import ConfigError
+
+    joins = params.federation.availability.modalities
+    if not joins:
+        return ()
+    if params.strategy == "central":
+        raise ConfigError(
+            "training.federation.availability.modalities: strategy 'central' pools every "
+            "client's rows, so a client's sensor schedule does not apply"
+        )
+    out = []
+    for c, by_mod in sorted(joins.items()):
+        for m, r in sorted(by_mod.items()):
+            if m not in names:
+                raise ConfigError(
+                    f"training.federation.availability.modalities: client {c} names modality "
+                    f"'{m}', which is not trained on ({names})"
+                )
+            if r > params.federation.rounds:
+                raise ConfigError(
+                    f"training.federation.availability.modalities: client {c} gains '{m}' in "
+                    f"round {r}, after the last round ({params.federation.rounds})"
+                )
+            out.append((int(c), m, int(r)))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class TrainingSetup:
     model: ModelConfig
@@ -190,6 +220,7 @@ class TrainingSetup:
                 (int(c), m.join, m.leave or 0) for c, m in sorted(f.availability.schedule.items())
             ),
             secure=_secure(params),
+            modality_joins=_modality_joins(params, names),
         )
         ws = WarmStartConfig(
             kind=w.kind,
@@ -275,11 +306,18 @@ class TrainingSetup:
         """None (seeded random) or the federated warm start over clients in this process."""
         if self.warm_start.kind == "none":
             return None
+        from fdrmfl_pipeline.core.clientdata import without_modalities
         from fdrmfl_pipeline.core.warmstart import InProcessOracle, warm_start_state
 
+        names = list(self.modalities)
+        # the warm start (round 0) sees only the modalities each client has at the start
+        at_start = {
+            c: without_modalities(d, self.federation.absent(c, 0), names)
+            for c, d in clients.items()
+        }
         return warm_start_state(
             self.model,
-            InProcessOracle(clients, list(self.modalities), self.federation.secure),
+            InProcessOracle(at_start, names, self.federation.secure),
             seed,
             self.warm_start,
         )

@@ -35,6 +35,7 @@ from fdrmfl_pipeline.core.clientdata import (
     raw_client,
     scale_client,
     stats_arrays,
+    without_modalities,
 )
 from fdrmfl_pipeline.core.modalities import from_arrow
 from fdrmfl_pipeline.flower import secure
@@ -124,7 +125,12 @@ def _pls_arrays(
     from fdrmfl_pipeline.core.warmstart.protocol import val_mse_answer
 
     op = str(content.config_records["pls"]["op"])
-    data = _scaled(context, job, raw, content.array_records["scaler"])
+    # the warm start (round 0) sees only the modalities the client has at the start
+    data = without_modalities(
+        _scaled(context, job, raw, content.array_records["scaler"]),
+        job.setup.federation.absent(raw.client_id, 0),
+        job.setup.modalities,
+    )
     agg = ClientAggregates(data, job.setup.modalities)
     if op == "cross":
         return {"v": agg.cross()}
@@ -225,6 +231,7 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
                 else None,
                 # local DP: the noise is seeded with this SuperNode's own secret (deployment)
                 noise_secret=str(context.node_config.get("dp-secret", "")),
+                absent=j.setup.federation.absent(raw.client_id, round_),
             )
             context.state.array_records["prev"] = state_record(local_state)  # stays here
             return upd
@@ -253,7 +260,10 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
         sc = record_scaler(msg.content.array_records["scaler"])
         data = _scaled(context, j, raw, msg.content.array_records["scaler"])
         model = model_from_state(j.setup.model, record_state(msg.content.array_records["global"]))
-        val = evaluate_mse(model, data.val, sc.y_mean, sc.y_std)
+        cfg = msg.content.config_records.get("config")
+        round_ = int(cfg["round"]) if cfg is not None else 0
+        absent = j.setup.federation.absent(raw.client_id, round_)
+        val = evaluate_mse(model, data.val, sc.y_mean, sc.y_std, absent)
         if secure.stage(msg.content) == "answer":
             reply = secure.masked_answer(
                 msg.content, context, raw.client_id, lambda: {"v": val_answer(val)}

@@ -203,12 +203,12 @@ class FlowerRunner:
             return None, failures
         return summed_update(total, clients, next(iter(jobs.values()))), failures
 
-    def evaluate_summed(self, state: State, clients: list[int]) -> tuple[float, list[int]]:
+    def evaluate_summed(
+        self, state: State, clients: list[int], round_: int = 0
+    ) -> tuple[float, list[int]]:
         """Secure aggregation: the mean validation MSE over ``clients`` that answered."""
         contents = {
-            c: RecordDict({"global": state_record(state), "scaler": scaler_record(self.scalers[c])})
-            for c in clients
-            if c not in self.silent
+            c: self._evaluate_content(state, c, round_) for c in clients if c not in self.silent
         }
         self._queries += 1
         total, judged, failures = self.sums.release(
@@ -244,9 +244,18 @@ class FlowerRunner:
             )
         return updates, failures
 
-    def evaluate(self, states: dict[int, State]) -> dict[int, float]:
+    def _evaluate_content(self, state: State, client: int, round_: int) -> RecordDict:
+        return RecordDict(
+            {
+                "global": state_record(state),
+                "scaler": scaler_record(self.scalers[client]),
+                "config": ConfigRecord({"round": round_}),
+            }
+        )
+
+    def evaluate(self, states: dict[int, State], round_: int = 0) -> dict[int, float]:
         contents = {
-            c: RecordDict({"global": state_record(s), "scaler": scaler_record(self.scalers[c])})
+            c: self._evaluate_content(s, c, round_)
             for c, s in states.items()
             if c not in self.silent
         }
