@@ -227,6 +227,38 @@ def test_killed_supernode_round_completes_with_the_others(tmp_path):
     _no_flower_processes_left(str(run_dir))
 
 
+@pytest.mark.slow
+def test_a_restarted_supernode_rejoins_its_client_on_a_real_deployment(tmp_path):
+    """Churn on a real deployment: SuperNode 2 is killed after round 1 and started again after
+    round 2 (a new node id, the same data); the server finds it and client 2 trains again."""
+    project = make_project(tmp_path / "p", flower_app=True)
+    params = (
+        DEPLOY_PARAMS.replace("federation.rounds=2", "federation.rounds=5").replace(
+            "warm_start.kind=pls", "warm_start.kind=none"
+        )
+        + ",training.federation.min_clients=2,training.federation.early_stopping.enabled=false"
+    )
+    proc = _deploy(
+        project,
+        3,
+        ["--round-timeout", "30", "--kill-client", "2:1", "--restart-client", "2:2"],
+        params=params,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    import pandas as pd
+
+    history = pd.read_parquet(
+        sorted((project / "data/07_model_output/training_history.parquet").glob("*/*"))[-1]
+    )
+    part = {(r.round, r.client): r.participated for r in history.itertuples()}
+    assert part[(1, 2)] and not part[(2, 2)]
+    assert any(part[(r, 2)] for r in (3, 4, 5))  # back once its node is up
+    assert all(part[(r, c)] for r in range(1, 6) for c in (0, 1))
+    run_dir = Path(json_meta(_bundle(project))["run_dir"])
+    assert "client 2 is back on SuperNode" in (run_dir / "flwr-run.log").read_text()
+    _no_flower_processes_left(str(run_dir))
+
+
 def test_simulated_failure_below_min_clients_stops_and_keeps_the_checkpoint(tmp_path, monkeypatch):
     from fdrmfl_pipeline.core.client import LocalTrainConfig
     from fdrmfl_pipeline.core.engine import FederationConfig

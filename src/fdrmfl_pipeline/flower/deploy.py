@@ -121,8 +121,11 @@ def federate_local(
     round_timeout: float = 120.0,
     kill_client: tuple[int, int] | None = None,
     timeout: float = 1800.0,
+    restart_client: tuple[int, int] | None = None,
 ) -> Path:
-    """Run the whole deployment; returns the run directory (job, logs, result)."""
+    """Run the whole deployment; returns the run directory (job, logs, result).
+    ``kill_client`` / ``restart_client`` (client, round): fault tests that kill that client's
+    SuperNode after the round, and start it again (same data and secret, a new node id)."""
     import pyarrow.parquet as pq
 
     from fdrmfl_pipeline.core.bundle import make_bundle
@@ -196,10 +199,12 @@ def federate_local(
             env_vars,
         )
         _wait_port(link_port, 60, link, run_dir / "superlink.log")
-        for c in range(clients):
+        secret = {c: secrets.token_hex(32) for c in range(clients)}
+
+        def start_node(c: int, log_name: str) -> None:
             port = free_port()
             node = procs.start(
-                f"supernode-{c}",
+                log_name,
                 [
                     f"{bindir}/flower-supernode",
                     "--insecure",
@@ -211,13 +216,15 @@ def federate_local(
                     str(port),
                     "--node-config",
                     # dp-secret: seeds this node's local-DP noise; the server never learns it
-                    f"data-path='{clients_dir / f'client_{c}.parquet'}' "
-                    f"dp-secret='{secrets.token_hex(32)}'",
+                    f"data-path='{clients_dir / f'client_{c}.parquet'}' dp-secret='{secret[c]}'",
                 ],
-                run_dir / f"supernode-{c}.log",
+                run_dir / f"{log_name}.log",
                 env_vars,
             )
-            _wait_port(port, 60, node, run_dir / f"supernode-{c}.log")
+            _wait_port(port, 60, node, run_dir / f"{log_name}.log")
+
+        for c in range(clients):
+            start_node(c, f"supernode-{c}")
         run = procs.start(
             "flwr-run",
             [
@@ -234,7 +241,7 @@ def federate_local(
         )
         result_path = run_dir / RESULT_JSON
         deadline = time.monotonic() + timeout
-        killed = False
+        killed = restarted = False
         progress = _Progress(run_dir / "flwr-run.log", training.federation.rounds)
         while not result_path.exists():
             if time.monotonic() > deadline:
@@ -250,6 +257,15 @@ def federate_local(
                     )
                     procs.kill(f"supernode-{kill_client[0]}")
                     killed = True
+            if restart_client and killed and not restarted and done is not None:
+                if done >= restart_client[1]:
+                    logger.warning(
+                        "restarting supernode-%d after round %d (fault test)",
+                        restart_client[0],
+                        done,
+                    )
+                    start_node(restart_client[0], f"supernode-{restart_client[0]}-restarted")
+                    restarted = True
             if run.poll() is not None and not result_path.exists():
                 time.sleep(2)  # the result may land just after flwr returns
                 if not result_path.exists():
@@ -346,10 +362,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--kill-client", default=None, help=argparse.SUPPRESS
     )  # "<client>:<after round>"
+    ap.add_argument(
+        "--restart-client", default=None, help=argparse.SUPPRESS
+    )  # "<client>:<after round>", after --kill-client
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
     kill = tuple(int(v) for v in args.kill_client.split(":")) if args.kill_client else None
+    restart = tuple(int(v) for v in args.restart_client.split(":")) if args.restart_client else None
     federate_local(
         args.project,
         args.clients,
@@ -357,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
         parse_params_string(args.params),
         args.round_timeout,
         kill,
+        restart_client=restart,
     )
 
 

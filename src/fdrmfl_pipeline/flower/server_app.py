@@ -150,6 +150,33 @@ class FlowerRunner:
     def n_train(self, client: int) -> int:
         return self.sizes[client]
 
+    def refresh_nodes(self) -> None:
+        """A SuperNode that came back (restarted after a crash: a new node id) takes its
+        client's place again; it keeps the scaler and counts it described at the start. A node
+        holding a client this job never saw is left out (its data was not in the scaler)."""
+        new = sorted(set(self.grid.get_node_ids()) - set(self.node_of.values()))
+        if not new:
+            return
+        msgs = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in new]
+        for reply in self.grid.send_and_receive(msgs, timeout=min(30.0, self.job.round_timeout)):
+            if reply.has_error():
+                continue
+            cid = int(reply.content.metric_records["info"]["client-id"])
+            if cid not in self.node_of:
+                logger.warning(
+                    "SuperNode %d holds client %d, which this job did not start with: ignored",
+                    reply.metadata.src_node_id,
+                    cid,
+                )
+                continue
+            logger.info(
+                "client %d is back on SuperNode %d (was %d)",
+                cid,
+                reply.metadata.src_node_id,
+                self.node_of[cid],
+            )
+            self.node_of[cid] = reply.metadata.src_node_id
+
     def _exchange(self, kind: str, contents: dict[int, RecordDict], round_: int):
         msgs = {
             c: Message(
@@ -196,6 +223,7 @@ class FlowerRunner:
 
     def train_summed(self, jobs, round_, cfg, anchor=None):
         """Secure aggregation: the sample-weighted mean model of the clients that answered."""
+        self.refresh_nodes()
         contents = self._train_contents(jobs, round_, cfg, anchor)
         total, clients, failures = self.sums.release("train", contents, round_, f"train-{round_}")
         self.silent = set(failures)
@@ -227,6 +255,7 @@ class FlowerRunner:
         cfg: LocalTrainConfig,
         anchor: State | None = None,
     ):
+        self.refresh_nodes()
         contents = self._train_contents(jobs, round_, cfg, anchor)
         replies, failures = self._exchange("train", contents, round_)
         self.silent = set(failures)  # not asked to evaluate this round (they would time out again)
