@@ -5,6 +5,8 @@ and a real local Flower deployment (SuperLink + one SuperNode per client on 127.
     .venv/bin/python benchmarks/bench_engines.py --clients 3 --rounds 2
     .venv/bin/python benchmarks/bench_engines.py --clients 10 --rounds 30 \
         --engines inprocess flower-simulation --out bench_engines_30rounds
+    .venv/bin/python benchmarks/bench_engines.py --clients 100 --rounds 50 --epochs 3 \
+        --scheme quantity_skew --engines inprocess flower-simulation --out bench_engines_scale
 
 Job: reference simulation f1 (2000 train + 500 test), ``paper`` partition, FDRMFL with every
 term from the project's default warm start (its aggregates are Flower queries on both Flower
@@ -65,7 +67,18 @@ def _typed(training):
 ENGINES = ("inprocess", "flower-simulation", "flower-deployment")
 
 
-def bench(clients: int, rounds: int, epochs: int, engines=ENGINES) -> list[dict]:
+def _peak_mib() -> tuple[float, float]:
+    """Peak resident memory of this process and of its finished children (Ray workers), MiB."""
+    import resource
+
+    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return me, kids
+
+
+def bench(
+    clients: int, rounds: int, epochs: int, engines=ENGINES, scheme: str = "paper"
+) -> list[dict]:
     import torch
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
@@ -82,7 +95,7 @@ def bench(clients: int, rounds: int, epochs: int, engines=ENGINES) -> list[dict]
             "federation": {"rounds": rounds, "early_stopping": {"enabled": False}},
             "optimizer": {"local_epochs": epochs},
         },
-        "partitioning": {"n_clients": clients},
+        "partitioning": {"n_clients": clients, "scheme": scheme},
     }
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,7 +121,13 @@ def bench(clients: int, rounds: int, epochs: int, engines=ENGINES) -> list[dict]
         ref = run_federated(
             setup.model, cl, scalers, setup.local, setup.federation, init_state=init
         )
-        rows.append({"engine": "inprocess", "seconds": time.perf_counter() - t0})
+        rows.append(
+            {
+                "engine": "inprocess",
+                "seconds": time.perf_counter() - t0,
+                "peak_rss_mib": _peak_mib()[0],
+            }
+        )
 
         if "flower-simulation" in engines:
             t0 = time.perf_counter()
@@ -121,6 +140,8 @@ def bench(clients: int, rounds: int, epochs: int, engines=ENGINES) -> list[dict]
                         torch.equal(ref.global_state[k], sim.global_state[k])
                         for k in ref.global_state
                     ),
+                    # the server process and the largest finished Ray worker
+                    "peak_rss_mib": max(_peak_mib()),
                 }
             )
         if "flower-deployment" in engines:
@@ -157,25 +178,28 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--engines", nargs="*", default=list(ENGINES), choices=ENGINES)
+    ap.add_argument("--scheme", default="paper", help="partitioning.scheme (e.g. quantity_skew)")
     ap.add_argument("--out", default="bench_engines", help="results file name (no suffix)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     rows = []
     for k in args.clients:
-        rows.extend(bench(k, args.rounds, args.epochs, args.engines))
+        rows.extend(bench(k, args.rounds, args.epochs, args.engines, args.scheme))
     lines = [
-        "| clients | engine | seconds | x in-process | identical weights |",
-        "|---|---|---|---|---|",
+        "| clients | engine | seconds | s/round | x in-process | identical weights | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        rss = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else ""
         lines.append(
-            f"| {r['clients']} | {r['engine']} | {r['seconds']:.1f} | {r['ratio_vs_inprocess']:.1f} | "
-            f"{'yes' if r['identical_to_inprocess'] else 'NO'} |"
+            f"| {r['clients']} | {r['engine']} | {r['seconds']:.1f} | "
+            f"{r['seconds'] / r['rounds']:.2f} | {r['ratio_vs_inprocess']:.1f} | "
+            f"{'yes' if r['identical_to_inprocess'] else 'NO'} | {rss} |"
         )
     table = "\n".join(lines)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.out}.md").write_text(
-        f"# {args.out}\n\nf1 2000/500, default partition, {args.rounds} rounds x {args.epochs} "
+        f"# {args.out}\n\nf1 2000/500, partition {args.scheme}, {args.rounds} rounds x {args.epochs} "
         f"local epochs (no early stopping), from the default warm start; {machine()}; "
         f"`{' '.join(['.venv/bin/python', 'benchmarks/bench_engines.py', *sys.argv[1:]])}`"
         + f"\n\n{table}\n"

@@ -364,6 +364,11 @@ class ExperimentalParams(_Strict):
         description="per_feature: every input column to unit variance; per_modality: columns "
         "centred, each modality divided by one pooled standard deviation",
     )
+    mi_estimator: Literal["gaussian", "kernel"] = Field(
+        "gaussian",
+        description="the MI term for a numeric target: gaussian (correlation bound through a "
+        "learned critic) or kernel (contrastive, positives weighted by a response kernel)",
+    )
 
 
 class PrivacyParams(_Strict):

@@ -69,3 +69,33 @@ def test_proximal_is_squared_norm():
     p = [torch.tensor([1.0, 2.0]), torch.tensor([[3.0]])]
     g = [torch.tensor([0.0, 0.0]), torch.tensor([[1.0]])]
     assert losses.proximal(p, g).item() == 1 + 4 + 4
+
+
+def test_kernel_contrastive_mi_rewards_z_ordered_like_the_response():
+    y = torch.tensor([0.0, 0.1, 5.0, 5.1])
+    # Z puts the two low responses together and the two high ones together
+    z_good = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+    z_bad = z_good[[0, 2, 1, 3]]  # the same points, paired against the response
+    good = losses.kernel_contrastive_mi(z_good, y, 0.5)
+    bad = losses.kernel_contrastive_mi(z_bad, y, 0.5)
+    assert good.item() < bad.item()
+    # by hand (loops, numpy): Silverman bandwidth, kernel weights over the other samples,
+    # minus the weighted mean log-softmax of cosine similarities
+    import numpy as np
+
+    yy, zz = y.numpy().astype(float), z_good.numpy().astype(float)
+    n = len(yy)
+    h = yy.std(ddof=1) * 1.06 * n ** (-0.2)
+    zn = zz / np.linalg.norm(zz, axis=1, keepdims=True)
+    total = 0.0
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
+        sims = np.array([zn[i] @ zn[j] / 0.5 for j in others])
+        logp = sims - np.log(np.exp(sims).sum())
+        w = np.array([np.exp(-0.5 * ((yy[i] - yy[j]) / h) ** 2) for j in others])
+        total += -(w / w.sum() * logp).sum()
+    assert abs(good.item() - total / n) < 1e-5
+    z = z_good.clone().requires_grad_(True)
+    losses.kernel_contrastive_mi(z, y, 0.5).backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    assert losses.kernel_contrastive_mi(z_good[:2], y[:2], 0.5).item() == 0.0

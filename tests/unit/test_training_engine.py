@@ -416,3 +416,15 @@ def test_a_schedule_naming_an_unknown_client_is_refused():
     fed = FederationConfig(rounds=1, schedule=((7, 2, 0),))
     with pytest.raises(ConfigError, match=r"names client\(s\) \[7\]"):
         run_federated(config, clients, scalers, CFG, fed)
+
+
+def test_the_kernel_mi_estimator_replaces_the_gaussian_one():
+    from dataclasses import replace
+
+    _, _, clients, scalers, config = tiny_clients()
+    fed = FederationConfig(rounds=1, seed=1, early_stopping=False)
+    gauss = run_federated(config, clients, scalers, CFG, fed)
+    kernel = run_federated(config, clients, scalers, replace(CFG, mi_estimator="kernel"), fed)
+    # the Gaussian term is -I <= 0; the contrastive one is a positive log-loss
+    assert all(r["loss_mi"] < 0 for r in gauss.history if r["round"] == 1)
+    assert all(r["loss_mi"] > 0 for r in kernel.history if r["round"] == 1)

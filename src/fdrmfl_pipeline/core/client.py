@@ -124,11 +124,12 @@ def local_update(
                 terms = {"mse": losses.mse(out.y_hat, y)}
                 loss = terms["mse"]
             if cfg.lambda_mi > 0:
-                terms["mi"] = (
-                    losses.supervised_contrastive_mi(out.z, y, cfg.tau)
-                    if config.n_classes
-                    else losses.gaussian_mi_loss(model.mi_critic(out.z).squeeze(-1), y)
-                )
+                if config.n_classes:
+                    terms["mi"] = losses.supervised_contrastive_mi(out.z, y, cfg.tau)
+                elif cfg.mi_estimator == "kernel":
+                    terms["mi"] = losses.kernel_contrastive_mi(out.z, y, cfg.tau)
+                else:
+                    terms["mi"] = losses.gaussian_mi_loss(model.mi_critic(out.z).squeeze(-1), y)
                 loss = loss + cfg.lambda_mi * terms["mi"]
             if cfg.lambda_kl > 0:
                 terms["skl"] = losses.symmetric_kl(out.mu, out.logvar, mask)

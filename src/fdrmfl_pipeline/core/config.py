@@ -86,6 +86,9 @@ class LocalTrainConfig:
     prox_mu: float = 0.01
     lambda_l1: float = 0.0  # L1 on the encoders' linear paths (sparse projections)
     anchor_mu: float = 0.0  # L2-SP: pull the encoders and fusion toward the warm start
+    # the mutual-information estimator for a numeric target: "gaussian" (a learned critic's
+    # correlation bound) or "kernel" (contrastive with response-kernel positives)
+    mi_estimator: str = "gaussian"
     # local differential privacy (training.privacy.mode local): the client clips its change to
     # dp_clip and adds Gaussian noise of std dp_noise_multiplier * dp_clip before sending it
     dp_clip: float = 0.0

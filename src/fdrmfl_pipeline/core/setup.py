@@ -200,6 +200,7 @@ class TrainingSetup:
             prox_mu=lo.prox_mu,
             lambda_l1=lo.lambda_l1,
             anchor_mu=params.experimental.anchor_mu,
+            mi_estimator=params.experimental.mi_estimator,
         )
         dp = _privacy(params)
         if dp.mode == "local":  # the clients clip and noise their own changes
