@@ -64,7 +64,16 @@ def _typed(training):
     )
 
 
-ENGINES = ("inprocess", "flower-simulation", "flower-deployment")
+# flower-deployment forks warm ClientApps (the default); -cold starts one process per message
+ENGINES = ("inprocess", "flower-simulation", "flower-deployment", "flower-deployment-cold")
+
+
+def _messages(run_dir: Path) -> int:
+    """Messages the SuperNodes received (their logs), i.e. ClientApp runs."""
+    return sum(
+        log.read_text(errors="replace").count("Receiving: ")
+        for log in run_dir.glob("supernode-*.log")
+    )
 
 
 def _peak_mib() -> tuple[float, float]:
@@ -144,18 +153,23 @@ def bench(
                     "peak_rss_mib": max(_peak_mib()),
                 }
             )
-        if "flower-deployment" in engines:
+        for engine in ("flower-deployment", "flower-deployment-cold"):
+            if engine not in engines:
+                continue
             t0 = time.perf_counter()
-            run_dir = federate_local(project, clients, params=params)
+            run_dir = federate_local(
+                project, clients, params=params, warm=engine == "flower-deployment"
+            )
             seconds = time.perf_counter() - t0
             _, dep_state = load_result(run_dir)
             rows.append(
                 {
-                    "engine": "flower-deployment",
+                    "engine": engine,
                     "seconds": seconds,
                     "identical_to_inprocess": all(
                         torch.equal(ref.global_state[k], dep_state[k]) for k in ref.global_state
                     ),
+                    "messages": _messages(run_dir),
                 }
             )
     base = rows[0]["seconds"]
@@ -186,15 +200,15 @@ def main() -> None:
     for k in args.clients:
         rows.extend(bench(k, args.rounds, args.epochs, args.engines, args.scheme))
     lines = [
-        "| clients | engine | seconds | s/round | x in-process | identical weights | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|",
+        "| clients | engine | seconds | s/round | x in-process | identical weights | peak RSS MiB | messages |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         rss = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else ""
         lines.append(
             f"| {r['clients']} | {r['engine']} | {r['seconds']:.1f} | "
             f"{r['seconds'] / r['rounds']:.2f} | {r['ratio_vs_inprocess']:.1f} | "
-            f"{'yes' if r['identical_to_inprocess'] else 'NO'} | {rss} |"
+            f"{'yes' if r['identical_to_inprocess'] else 'NO'} | {rss} | {r.get('messages', '')} |"
         )
     table = "\n".join(lines)
     RESULTS.mkdir(parents=True, exist_ok=True)

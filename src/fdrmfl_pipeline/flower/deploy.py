@@ -23,10 +23,12 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -122,8 +124,11 @@ def federate_local(
     kill_client: tuple[int, int] | None = None,
     timeout: float = 1800.0,
     restart_client: tuple[int, int] | None = None,
+    warm: bool = True,
 ) -> Path:
     """Run the whole deployment; returns the run directory (job, logs, result).
+    ``warm``: each SuperNode forks its ClientApps from a process that imported torch and this
+    package once (:mod:`fdrmfl_pipeline.flower.warm`) instead of starting one per message.
     ``kill_client`` / ``restart_client`` (client, round): fault tests that kill that client's
     SuperNode after the round, and start it again (same data and secret, a new node id)."""
     import pyarrow.parquet as pq
@@ -201,7 +206,33 @@ def federate_local(
         _wait_port(link_port, 60, link, run_dir / "superlink.log")
         secret = {c: secrets.token_hex(32) for c in range(clients)}
 
+        warm_dir = Path(tempfile.mkdtemp(prefix="fdrmfl-warm-"))  # short: a socket path
+
         def start_node(c: int, log_name: str) -> None:
+            node_env = env_vars
+            if warm:
+                from fdrmfl_pipeline.flower.warm import write_shim
+
+                sock = warm_dir / f"{log_name}.sock"
+                procs.start(
+                    f"warm-{log_name}",
+                    [
+                        sys.executable,
+                        "-m",
+                        "fdrmfl_pipeline.flower.warm",
+                        "serve",
+                        "--socket",
+                        str(sock),
+                    ],
+                    run_dir / f"warm-{log_name}.log",
+                    env_vars,
+                )
+                shim_dir = warm_dir / f"{log_name}-bin"
+                write_shim(shim_dir, sock, f"{bindir}/flwr-clientapp")
+                deadline = time.monotonic() + 120
+                while not sock.exists() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                node_env = {**env_vars, "PATH": f"{shim_dir}{os.pathsep}{env_vars['PATH']}"}
             port = free_port()
             node = procs.start(
                 log_name,
@@ -219,7 +250,7 @@ def federate_local(
                     f"data-path='{clients_dir / f'client_{c}.parquet'}' dp-secret='{secret[c]}'",
                 ],
                 run_dir / f"{log_name}.log",
-                env_vars,
+                node_env,
             )
             _wait_port(port, 60, node, run_dir / f"{log_name}.log")
 
@@ -276,6 +307,8 @@ def federate_local(
             time.sleep(0.5)
     finally:
         procs.stop_all()
+        if "warm_dir" in locals():
+            shutil.rmtree(warm_dir, ignore_errors=True)
         left = procs.alive()
         if left:
             logger.error("processes still alive after cleanup: %s", left)
@@ -365,6 +398,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--restart-client", default=None, help=argparse.SUPPRESS
     )  # "<client>:<after round>", after --kill-client
+    ap.add_argument(
+        "--cold",
+        action="store_true",
+        help="start a fresh ClientApp process per message (Flower's default) instead of forking "
+        "warm ones",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
@@ -378,6 +417,7 @@ def main(argv: list[str] | None = None) -> None:
         args.round_timeout,
         kill,
         restart_client=restart,
+        warm=not args.cold,
     )
 
 
