@@ -16,7 +16,7 @@ sys.path.insert(0, str(PROJECT_ROOT / "experiments"))
 import registry  # noqa: E402
 
 PROTOCOL_ENVS = ["paper_corn", "paper_sim", "paper_tecator", "tecator_standard"]
-EXAMPLE_ENVS = ["example_sites"]  # a user's own federation, shipped as a template
+EXAMPLE_ENVS = ["example_sites", "example_classification", "example_anomaly"]  # templates
 QUICK = {
     "ingestion": {"synthetic": {"n_train": 150, "n_test": 45}},
     "training": {

@@ -152,8 +152,12 @@ def _no_flower_processes_left(run_dir_marker: str) -> None:
     assert not alive, alive
 
 
-# client 1 gains the image sensor in round 2 (the warm start and round 1 go without it)
-GAINED_MODALITY = ",training.federation.availability.modalities={1: {image: 2}}"
+# client 1 gains the image sensor in round 2 (the warm start and round 1 go without it), and
+# client 0 leaves after round 1
+GAINED_MODALITY = (
+    ",training.federation.availability.modalities={1: {image: 2}}"
+    ",training.federation.availability.schedule={0: {leave: 1}}"
+)
 
 
 @pytest.mark.slow

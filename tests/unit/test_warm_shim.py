@@ -47,3 +47,18 @@ def test_the_shim_forwards_arguments_and_returns_the_servers_status(tmp_path):
     assert proc.returncode == 7
     assert got["argv"] == ["--runtime-api-address", "127.0.0.1:1", "--token", "t0"]
     assert got["env"]["FLWR_HOME"] == "/x" and got["cwd"] == str(tmp_path)
+
+
+def test_the_fast_supernode_caps_only_its_modules_sleeps():
+    import time
+    import types
+
+    from fdrmfl_pipeline.flower.fast_supernode import cap_sleeps
+
+    mod = types.ModuleType("m")
+    mod.time = time
+    cap_sleeps(mod, 0.01)
+    t0 = time.perf_counter()
+    mod.time.sleep(3)
+    assert time.perf_counter() - t0 < 1.0
+    assert time.sleep is not mod.time.sleep and mod.time.time is time.time

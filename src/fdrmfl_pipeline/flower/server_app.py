@@ -73,6 +73,25 @@ def _audit(kind: str, replies: dict) -> None:
             )
 
 
+def send_and_receive(grid: Grid, messages: list[Message], timeout: float) -> list[Message]:
+    """Push ``messages`` and pull their replies until all arrived or ``timeout`` passed, like
+    ``Grid.send_and_receive`` but polling every 0.05 s, backing off to 1 s while nothing comes
+    (Flower 1.42's deployment grid waits 3 s between pulls, most of a short exchange)."""
+    pending = set(grid.push_messages(messages))
+    deadline = time.monotonic() + timeout
+    out: list[Message] = []
+    wait = 0.05
+    while pending:
+        replies = list(grid.pull_messages(pending))
+        out.extend(replies)
+        pending -= {r.metadata.reply_to_message_id for r in replies}
+        if not pending or time.monotonic() >= deadline:
+            break
+        wait = 0.05 if replies else min(1.0, wait * 1.5)
+        time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+    return out
+
+
 class FlowerRunner:
     """:class:`fdrmfl_pipeline.core.engine.ClientRunner` over a Flower Grid."""
 
@@ -102,7 +121,7 @@ class FlowerRunner:
             )
         msgs = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in nodes]
         stats: dict[int, SufficientStats] = {}
-        for reply in self.grid.send_and_receive(msgs, timeout=self.job.connect_timeout):
+        for reply in send_and_receive(self.grid, msgs, self.job.connect_timeout):
             if reply.has_error():
                 raise RuntimeError(f"a SuperNode failed to describe its data: {reply.error}")
             info = reply.content.metric_records["info"]
@@ -158,7 +177,7 @@ class FlowerRunner:
         if not new:
             return
         msgs = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in new]
-        for reply in self.grid.send_and_receive(msgs, timeout=min(30.0, self.job.round_timeout)):
+        for reply in send_and_receive(self.grid, msgs, min(30.0, self.job.round_timeout)):
             if reply.has_error():
                 continue
             cid = int(reply.content.metric_records["info"]["client-id"])
@@ -186,9 +205,7 @@ class FlowerRunner:
         }
         by_node = {m.metadata.dst_node_id: c for c, m in msgs.items()}
         replies, failures = {}, {}
-        for reply in self.grid.send_and_receive(
-            list(msgs.values()), timeout=self.job.round_timeout
-        ):
+        for reply in send_and_receive(self.grid, list(msgs.values()), self.job.round_timeout):
             c = by_node.get(reply.metadata.src_node_id)
             if c is None:
                 continue
