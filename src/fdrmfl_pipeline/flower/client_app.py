@@ -73,6 +73,21 @@ def _client_raw(context: Context, job: FlowerJob) -> RawClient:
     return _load_raw(*_file_key(context, job))
 
 
+def preload(job_path: str, data_path: str) -> RawClient:
+    """Read and prepare a SuperNode's client file for ``job_path`` before any message comes:
+    a warm server (``flower/warm.py``) calls it once, and every ClientApp it forks finds the
+    rows in memory."""
+    job = FlowerJob.load(job_path)
+    st = os.stat(data_path)
+    return _load_raw(
+        str(data_path),
+        st.st_mtime_ns,
+        st.st_size,
+        tuple(job.setup.modalities),
+        job.setup.federation.seed,
+    )
+
+
 @functools.lru_cache(maxsize=256)
 def _load_raw(path: str, mtime_ns: int, size: int, modalities: tuple, seed: int) -> RawClient:
     import pyarrow.parquet as pq

@@ -128,12 +128,17 @@ def _serve_one(conn: socket.socket) -> None:
     threading.Thread(target=reap, daemon=True).start()
 
 
-def serve(socket_path: Path) -> None:
-    """Import what a ClientApp needs, then fork one child per shim request, forever."""
+def serve(socket_path: Path, job: str | None = None, data_path: str | None = None) -> None:
+    """Import what a ClientApp needs (and, given the job and the SuperNode's client file, read
+    and prepare its rows), then fork one child per shim request, forever."""
     import importlib
 
     for name in PRELOAD:
         importlib.import_module(name)
+    if job and data_path:
+        from fdrmfl_pipeline.flower.client_app import preload
+
+        preload(job, data_path)
     socket_path.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(socket_path))
@@ -151,11 +156,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("command", choices=["serve", "shim"])
     ap.add_argument("--socket", type=Path, required=True)
     ap.add_argument("--dir", type=Path, help="shim: where to write flwr-clientapp")
+    ap.add_argument("--job", help="serve: the job file, to read the client's rows up front")
+    ap.add_argument("--data-path", help="serve: the SuperNode's client file (its data-path)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logger.setLevel(logging.INFO)
     if args.command == "serve":
-        serve(args.socket)
+        serve(args.socket, args.job, args.data_path)
     else:
         real = str(Path(sys.executable).parent / "flwr-clientapp")
         if args.dir is None:
