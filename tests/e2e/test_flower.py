@@ -207,34 +207,11 @@ def json_meta(bundle: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_killed_supernode_round_completes_with_the_others(tmp_path):
-    project = make_project(tmp_path / "p", flower_app=True)
-    params = (
-        # no warm start (its queries are tested above) and a short round timeout: the test
-        # waits one timeout per round for the killed node
-        DEPLOY_PARAMS.replace("federation.rounds=2", "federation.rounds=3").replace(
-            "warm_start.kind=pls", "warm_start.kind=none"
-        )
-        + ",training.federation.min_clients=2"
-    )
-    proc = _deploy(project, 3, ["--round-timeout", "30", "--kill-client", "2:1"], params=params)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    import pandas as pd
-
-    history = pd.read_parquet(
-        sorted((project / "data/07_model_output/training_history.parquet").glob("*/*"))[-1]
-    )
-    part = {(r.round, r.client): r.participated for r in history.itertuples()}
-    assert part[(1, 2)] and not part[(3, 2)] and part[(3, 0)] and part[(3, 1)]
-    run_dir = Path(json_meta(_bundle(project))["run_dir"])
-    assert "client 2 did not answer" in (run_dir / "flwr-run.log").read_text()
-    _no_flower_processes_left(str(run_dir))
-
-
-@pytest.mark.slow
 def test_a_restarted_supernode_rejoins_its_client_on_a_real_deployment(tmp_path):
-    """Churn on a real deployment: SuperNode 2 is killed after round 1 and started again after
-    round 2 (a new node id, the same data); the server finds it and client 2 trains again."""
+    """Faults and churn on a real deployment: SuperNode 2 is killed after round 1, so round 2
+    completes with the others (min_clients 2) and logs the missing client; it is started again
+    after round 2 (a new node id, the same data), the server finds it and client 2 trains
+    again."""
     project = make_project(tmp_path / "p", flower_app=True)
     params = (
         DEPLOY_PARAMS.replace("federation.rounds=2", "federation.rounds=5").replace(
@@ -259,7 +236,8 @@ def test_a_restarted_supernode_rejoins_its_client_on_a_real_deployment(tmp_path)
     assert any(part[(r, 2)] for r in (3, 4, 5))  # back once its node is up
     assert all(part[(r, c)] for r in range(1, 6) for c in (0, 1))
     run_dir = Path(json_meta(_bundle(project))["run_dir"])
-    assert "client 2 is back on SuperNode" in (run_dir / "flwr-run.log").read_text()
+    log = (run_dir / "flwr-run.log").read_text()
+    assert "client 2 did not answer" in log and "client 2 is back on SuperNode" in log
     _no_flower_processes_left(str(run_dir))
 
 
