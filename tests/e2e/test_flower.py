@@ -320,6 +320,26 @@ def test_local_differential_privacy_is_bit_identical_on_flower_simulation(tmp_pa
     assert json.loads(sim["meta"])["privacy"]["mode"] == "local"
 
 
+def _inprocess_then_simulation(project: Path, params: dict):
+    """The same training job in process, then on Flower simulation: both bundles and
+    histories, after checking the weights are bit-identical."""
+    import pandas as pd
+
+    def history():
+        rel = "data/07_model_output/training_history.parquet"
+        return pd.read_parquet(sorted((project / rel).glob("*/*"))[-1])
+
+    run_session(project, ["ingestion", "partitioning", "training"], params)
+    inproc, h_in = _bundle(project), history()
+    run_session(
+        project, ["training"], _merge(params, {"training": {"engine": "flower-simulation"}})
+    )
+    sim, h_sim = _bundle(project), history()
+    for k in inproc["state_dict"]:
+        assert torch.equal(inproc["state_dict"][k], sim["state_dict"][k]), k
+    return inproc, h_in, sim, h_sim
+
+
 def test_a_dynamic_federation_is_bit_identical_on_flower(tmp_path):
     """Clients joining late, leaving early and dropping out at random, and a client gaining a
     modality (an image sensor) in round 2, run the same rounds on Flower simulation as in
@@ -341,20 +361,7 @@ def test_a_dynamic_federation_is_bit_identical_on_flower(tmp_path):
         }
     }
     params = _merge(SMALL, churn)
-    run_session(project, ["ingestion", "partitioning", "training"], params)
-    inproc = _bundle(project)
-    h_in = pd.read_parquet(
-        sorted((project / "data/07_model_output/training_history.parquet").glob("*/*"))[-1]
-    )
-    run_session(
-        project, ["training"], _merge(params, {"training": {"engine": "flower-simulation"}})
-    )
-    sim = _bundle(project)
-    h_sim = pd.read_parquet(
-        sorted((project / "data/07_model_output/training_history.parquet").glob("*/*"))[-1]
-    )
-    for k in inproc["state_dict"]:
-        assert torch.equal(inproc["state_dict"][k], sim["state_dict"][k]), k
+    inproc, h_in, sim, h_sim = _inprocess_then_simulation(project, params)
     cols = ["round", "client", "participated", "val_mse"]
     pd.testing.assert_frame_equal(h_in[cols], h_sim[cols])
     trained = h_in[h_in["participated"]]
@@ -377,20 +384,7 @@ def test_classification_is_bit_identical_on_flower(tmp_path):
             "training": {"warm_start": {"kind": "pca", "pca_iterations": 5}},
         },
     )
-    run_session(project, ["ingestion", "partitioning", "training"], params)
-    inproc = _bundle(project)
-    h_in = pd.read_parquet(
-        sorted((project / "data/07_model_output/training_history.parquet").glob("*/*"))[-1]
-    )
-    run_session(
-        project, ["training"], _merge(params, {"training": {"engine": "flower-simulation"}})
-    )
-    sim = _bundle(project)
-    h_sim = pd.read_parquet(
-        sorted((project / "data/07_model_output/training_history.parquet").glob("*/*"))[-1]
-    )
-    for k in inproc["state_dict"]:
-        assert torch.equal(inproc["state_dict"][k], sim["state_dict"][k]), k
+    inproc, h_in, sim, h_sim = _inprocess_then_simulation(project, params)
     assert inproc["state_dict"]["head_linear.weight"].shape[0] == 3
     cols = ["round", "client", "val_mse", "loss_ce"]
     pd.testing.assert_frame_equal(h_in[cols], h_sim[cols])

@@ -83,22 +83,11 @@ def _classify(
             params.classifiers,
             n_classes,
             seed,
+            pooled=pooled,
             refit_on_val=params.refit_on_val,
         )
+        for pooled in ((False, True) if params.pooled else (False,))
     ]
-    if params.pooled:
-        parts.append(
-            classify_per_client(
-                features,
-                cols,
-                method,
-                params.classifiers,
-                n_classes,
-                seed,
-                pooled=True,
-                refit_on_val=params.refit_on_val,
-            )
-        )
     if params.include_head:
         parts.append(head_predictions(features, method))
     out = pd.concat(parts, ignore_index=True)
