@@ -12,8 +12,9 @@ Job: reference simulation f1 (2000 train + 500 test), ``paper`` partition, FDRMF
 term from the project's default warm start (its aggregates are Flower queries on both Flower
 engines), ``--rounds`` rounds x ``--epochs`` local epochs. Needs the flower extra. Prints a table with
 the ratio to in-process and writes ``benchmarks/results/bench_engines.{md,json}``. The deployment
-time includes starting and stopping the SuperLink/SuperNodes; Flower's deployment runtime starts
-a fresh ClientApp process per message (torch imported each time), which dominates it.
+time includes ingestion and partitioning, starting and stopping the SuperLink, SuperNodes and
+ServerApp. Each deployment is traced (``fdrmfl_pipeline.flower.trace``): a second table splits
+its time into phases, and the median exchange into its steps, per message kind.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def bench(
     from fdrmfl_pipeline.flower.deploy import federate_local
     from fdrmfl_pipeline.flower.server_app import load_result
     from fdrmfl_pipeline.flower.simulation import simulate_training
+    from fdrmfl_pipeline.flower.trace import summarize
 
     params = {  # every round runs (no early stopping), so the job has the length asked for
         "training": {
@@ -156,10 +158,15 @@ def bench(
         for engine in ("flower-deployment", "flower-deployment-cold"):
             if engine not in engines:
                 continue
+            trace = Path(tmp) / f"{engine}.trace.jsonl"
+            os.environ["FDRMFL_TRACE"] = str(trace)  # every process it starts inherits it
             t0 = time.perf_counter()
-            run_dir = federate_local(
-                project, clients, params=params, warm=engine == "flower-deployment"
-            )
+            try:
+                run_dir = federate_local(
+                    project, clients, params=params, warm=engine == "flower-deployment"
+                )
+            finally:
+                os.environ.pop("FDRMFL_TRACE", None)
             seconds = time.perf_counter() - t0
             _, dep_state = load_result(run_dir)
             rows.append(
@@ -170,6 +177,7 @@ def bench(
                         torch.equal(ref.global_state[k], dep_state[k]) for k in ref.global_state
                     ),
                     "messages": _messages(run_dir),
+                    "trace": summarize(str(trace)),
                 }
             )
     base = rows[0]["seconds"]
@@ -211,6 +219,32 @@ def main() -> None:
             f"{'yes' if r['identical_to_inprocess'] else 'NO'} | {rss} | {r.get('messages', '')} |"
         )
     table = "\n".join(lines)
+    from fdrmfl_pipeline.flower.trace import STEPS
+
+    traced = [r for r in rows if r.get("trace")]
+    if traced:
+        lines = ["", "Where a deployment's time goes (seconds, from its trace):", ""]
+        lines += ["| clients | engine | phase | seconds |", "|---|---|---|---|"]
+        for r in traced:
+            for label, sec in r["trace"]["phases"]:
+                lines.append(f"| {r['clients']} | {r['engine']} | {label} | {sec:.1f} |")
+            lines.append(
+                f"| {r['clients']} | {r['engine']} | {r['trace']['exchanges']} exchanges "
+                f"(median {r['trace']['exchange_median_s']:.2f} s) | "
+                f"{r['trace']['exchanges_total_s']:.1f} |"
+            )
+        lines += ["", "Median seconds per message, by step:", ""]
+        lines += [
+            "| clients | engine | message | n | push -> handler | handler | handler -> reply |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in traced:
+            for kind, st in r["trace"]["steps"].items():
+                vals = " | ".join(f"{st[s]:.2f}" if s in st else "" for *_, s in STEPS)
+                lines.append(
+                    f"| {r['clients']} | {r['engine']} | {kind} | {st['messages']} | {vals} |"
+                )
+        table += "\n" + "\n".join(lines)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.out}.md").write_text(
         f"# {args.out}\n\nf1 2000/500, partition {args.scheme}, {args.rounds} rounds x {args.epochs} "

@@ -11,9 +11,14 @@ from pathlib import Path
 
 
 def require_flower(what: str) -> None:
-    """A named error instead of a bare ModuleNotFoundError when the flower extra is missing."""
+    """A named error instead of a bare ModuleNotFoundError when the flower extra is missing.
+    Also turns Flower's usage telemetry off (``FLWR_TELEMETRY_ENABLED=0``) unless the user set
+    it: Flower otherwise reports every process start and exit to its servers, and each
+    ClientApp waits for that report before it exits."""
     import importlib.util
+    import os
 
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     from fdrmfl_pipeline.errors import MissingExtraError
 
     for module in ("flwr", "ray"):

@@ -20,7 +20,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict, RecordDict
 from fdrmfl_pipeline.flower.client_app import make_client_app
 from fdrmfl_pipeline.flower.job import FlowerJob
-from fdrmfl_pipeline.flower.records import arrays_record, scaler_record
+from fdrmfl_pipeline.flower.records import arrays_record, record_arrays, scaler_record
 from fdrmfl_pipeline.core.clientdata import Scaler
 
 from flwr.supercore.task_identity import TaskIdentity
@@ -40,7 +40,7 @@ out["describe"] = sorted(described.keys())
 shapes = {m.name: m.shape for m in job.setup.model.modalities}
 scaler = Scaler({k: np.zeros(s) for k, s in shapes.items()}, {k: np.ones(s) for k, s in shapes.items()}, 0.0, 1.0)
 cross = ask(RecordDict({"pls": ConfigRecord({"op": "cross"}), "scaler": scaler_record(scaler)}))
-out["cross"] = list(cross.array_records["pls"]["v"].numpy().shape)
+out["cross"] = list(record_arrays(cross.array_records["pls"])["v"].shape)
 key = ask(RecordDict({"secagg": ConfigRecord({"stage": "keys", "release": "r"})}))
 out["key"] = len(key.config_records["secagg"]["public-key"])
 out["torch"] = "torch" in sys.modules

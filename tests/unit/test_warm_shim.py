@@ -38,7 +38,7 @@ def test_the_shim_forwards_arguments_and_returns_the_servers_status(tmp_path):
     shim = write_shim(tmp_path / "bin", sock_path, "/bin/false")
     proc = subprocess.run(
         [str(shim), "--runtime-api-address", "127.0.0.1:1", "--token", "t0"],
-        env={"FLWR_HOME": "/x", "PATH": "/usr/bin:/bin"},
+        env={"FLWR_HOME": "/x", "PATH": "/usr/bin:/bin", "FDRMFL_TRACE": str(tmp_path / "t")},
         cwd=tmp_path,
         check=False,
     )
@@ -47,6 +47,8 @@ def test_the_shim_forwards_arguments_and_returns_the_servers_status(tmp_path):
     assert proc.returncode == 7
     assert got["argv"] == ["--runtime-api-address", "127.0.0.1:1", "--token", "t0"]
     assert got["env"]["FLWR_HOME"] == "/x" and got["cwd"] == str(tmp_path)
+    (event,) = [json.loads(line) for line in (tmp_path / "t").read_text().splitlines()]
+    assert event["event"] == "shim" and event["socket"] == str(sock_path)  # traced when asked
 
 
 def test_the_fast_supernode_caps_only_its_modules_sleeps():

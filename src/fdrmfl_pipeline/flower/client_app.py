@@ -42,11 +42,13 @@ from fdrmfl_pipeline.flower import secure
 from fdrmfl_pipeline.flower.job import FlowerJob
 from fdrmfl_pipeline.flower.records import (
     arrays_record,
+    record_arrays,
     record_scaler,
     record_state,
     state_record,
     stats_record,
 )
+from fdrmfl_pipeline.flower.trace import mark
 
 
 def _file_key(context: Context, job: FlowerJob) -> tuple:
@@ -88,6 +90,47 @@ def preload(job_path: str, data_path: str) -> RawClient:
     )
 
 
+def warm_up(job_path: str, raw: RawClient) -> None:
+    """Train and evaluate a throwaway model once on a few of the client's own rows, with a
+    scaler from its own statistics (nothing leaves the process). A warm server
+    (``flower/warm.py``) calls it before it forks: torch's first training step in a process
+    costs about a second of one-time kernel set-up, which every forked ClientApp would
+    otherwise pay again. Torch threads are fixed first (``setup_torch``: one thread, so no
+    thread pool exists when the server forks)."""
+    import dataclasses
+
+    from fdrmfl_pipeline.core.client import evaluate_mse, local_update, model_from_state
+    from fdrmfl_pipeline.core.clientdata import SplitArrays, federated_scaler
+    from fdrmfl_pipeline.core.model import build_model
+
+    setup = FlowerJob.load(job_path).setup
+    setup.setup_torch()
+    shapes = {m.name: tuple(m.shape) for m in setup.model.modalities}
+    categorical = setup.model.n_classes > 0
+    scaler = federated_scaler(
+        {raw.client_id: raw.stats}, shapes, setup.x_scaling, categorical=categorical
+    )
+    data = scale_client(raw, scaler, setup.modalities)
+    k = min(data.train.n, 2 * setup.local.batch_size + 1)  # full batches and a short one
+    tr = data.train
+    few = SplitArrays(
+        tr.sample_ids[:k], {m: v[:k] for m, v in tr.x.items()}, tr.mask[:k], tr.y[:k], tr.y_raw[:k]
+    )
+    data = dataclasses.replace(data, splits={**data.splits, "train": few})
+    state = build_model(setup.model, setup.federation.seed).state_dict()
+    _, local_state = local_update(
+        setup.model,
+        state,
+        state,
+        data,
+        dataclasses.replace(setup.local, local_epochs=1),
+        0,
+        1,
+        state if setup.local.anchor_mu > 0 else None,
+    )
+    evaluate_mse(model_from_state(setup.model, local_state), data.val, scaler.y_mean, scaler.y_std)
+
+
 @functools.lru_cache(maxsize=256)
 def _load_raw(path: str, mtime_ns: int, size: int, modalities: tuple, seed: int) -> RawClient:
     import pyarrow.parquet as pq
@@ -107,9 +150,9 @@ def _scaled(context: Context, job: FlowerJob, raw: RawClient, rec) -> ClientData
     import hashlib
 
     h = hashlib.sha256()
-    for name in sorted(rec.keys()):
+    for name, value in sorted(record_arrays(rec).items()):
         h.update(name.encode())
-        h.update(np.ascontiguousarray(rec[name].numpy()).tobytes())
+        h.update(np.ascontiguousarray(value).tobytes())
     key = (_file_key(context, job), h.hexdigest())
     modalities = job.setup.modalities
     if key not in _SCALED:
@@ -150,11 +193,11 @@ def _pls_arrays(
     if op == "cross":
         return {"v": agg.cross()}
     if op == "gram":
-        return {"v": agg.gram_times(content.array_records["query"]["r"].numpy())}
+        return {"v": agg.gram_times(record_arrays(content.array_records["query"])["r"])}
     if op == "gram_full":
         return {"v": agg.gram()}
     if op == "val":
-        sse, n = agg.val_sse(content.array_records["query"]["coefs"].numpy())
+        sse, n = agg.val_sse(record_arrays(content.array_records["query"])["coefs"])
         if secure:
             return {"v": val_mse_answer(sse, n)}
         return {"v": sse, "n": np.array([n], np.int64)}
@@ -170,11 +213,26 @@ def _client_id(context: Context, job: FlowerJob) -> int:
     return int(rec["client-id"])
 
 
+def _traced(handler):
+    """``handler`` with its start and end in the deployment trace (:mod:`.trace`)."""
+
+    @functools.wraps(handler)
+    def run(msg: Message, context: Context) -> Message:
+        mark("handler-start", kind=handler.__name__, message=msg.metadata.message_id)
+        try:
+            return handler(msg, context)
+        finally:
+            mark("handler-end", kind=handler.__name__, message=msg.metadata.message_id)
+
+    return run
+
+
 def make_client_app(job: FlowerJob | None = None) -> ClientApp:
     """A ClientApp; ``job`` given in simulation, else read from ``run_config['job']``."""
     app = ClientApp()
 
     @app.query()
+    @_traced
     def describe(msg: Message, context: Context) -> Message:
         j = FlowerJob.from_context(context, job)
         step = secure.stage(msg.content)
@@ -211,6 +269,7 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
         return Message(RecordDict(records), reply_to=msg)
 
     @app.train()
+    @_traced
     def train(msg: Message, context: Context) -> Message:
         from fdrmfl_pipeline.core.client import LocalTrainConfig, local_update
         from fdrmfl_pipeline.core.engine import client_answer
@@ -265,6 +324,7 @@ def make_client_app(job: FlowerJob | None = None) -> ClientApp:
         )
 
     @app.evaluate()
+    @_traced
     def evaluate(msg: Message, context: Context) -> Message:
         from fdrmfl_pipeline.core.client import evaluate_mse, model_from_state
         from fdrmfl_pipeline.core.engine import val_answer

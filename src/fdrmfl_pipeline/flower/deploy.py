@@ -145,10 +145,14 @@ def federate_local(
     from fdrmfl_pipeline.params import TrainingParams
 
     require_flower("the Flower deployment")
+    from fdrmfl_pipeline.flower.trace import mark
+
+    mark("deploy-start")
     project = project.resolve()
     runtime = _merge(params or {}, {"partitioning": {"n_clients": clients, "export_clients": True}})
     with _session(project, env, runtime) as session:
         session.run(pipeline_names=["ingestion", "partitioning"])
+    mark("partitioned")
     with _session(project, env, runtime) as session:
         context = session.load_context()
         catalog, all_params = context.catalog, context.params
@@ -185,7 +189,11 @@ def federate_local(
         # the SuperExec asks its SuperNode for new ClientApp tasks every 0.1 s instead of 1 s
         # (Flower's documented setting; the SuperNode's own 3 s pull interval is fixed)
         "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
+        # no usage reports from the federation's processes unless the user asked for them
+        "FLWR_TELEMETRY_ENABLED": os.environ.get("FLWR_TELEMETRY_ENABLED", "0"),
     }
+    if warm:  # every process retries an object that has not arrived yet after 20 ms, not 1 s
+        env_vars["FDRMFL_OBJECT_PULL_BACKOFF"] = "0.02"
     link_port = free_port()
     (run_dir / "flwr_home").mkdir()
     (run_dir / "flwr_home/config.toml").write_text(
@@ -213,37 +221,48 @@ def federate_local(
 
         warm_dir = Path(tempfile.mkdtemp(prefix="fdrmfl-warm-"))  # short: a socket path
 
-        def start_node(c: int, log_name: str) -> None:
-            node_env = env_vars
-            if warm:
-                from fdrmfl_pipeline.flower.warm import write_shim
+        def start_warm(c: int, log_name: str) -> tuple[Path, Path, subprocess.Popen]:
+            """The SuperNode's warm ClientApp server and its ``flwr-clientapp`` shim."""
+            from fdrmfl_pipeline.flower.warm import write_shim
 
-                sock = warm_dir / f"{log_name}.sock"
-                procs.start(
-                    f"warm-{log_name}",
-                    [
-                        sys.executable,
-                        "-m",
-                        "fdrmfl_pipeline.flower.warm",
-                        "serve",
-                        "--socket",
-                        str(sock),
-                        "--job",
-                        str(job_path),
-                        "--data-path",
-                        str(clients_dir / f"client_{c}.parquet"),
-                    ],
-                    run_dir / f"warm-{log_name}.log",
-                    env_vars,
-                )
-                shim_dir = warm_dir / f"{log_name}-bin"
-                write_shim(shim_dir, sock, f"{bindir}/flwr-clientapp")
+            sock = warm_dir / f"{log_name}.sock"
+            proc = procs.start(
+                f"warm-{log_name}",
+                [
+                    sys.executable,
+                    "-m",
+                    "fdrmfl_pipeline.flower.warm",
+                    "serve",
+                    "--socket",
+                    str(sock),
+                    "--job",
+                    str(job_path),
+                    "--data-path",
+                    str(clients_dir / f"client_{c}.parquet"),
+                ],
+                run_dir / f"warm-{log_name}.log",
+                env_vars,
+            )
+            shim_dir = warm_dir / f"{log_name}-bin"
+            write_shim(shim_dir, sock, f"{bindir}/flwr-clientapp")
+            return sock, shim_dir, proc
+
+        def start_supernode(c: int, log_name: str, warm_server=None) -> int:
+            """Start the SuperNode (after its warm server is ready); returns its port."""
+            node_env = env_vars
+            if warm_server is not None:
+                sock, shim_dir, proc = warm_server
                 deadline = time.monotonic() + 120
-                while not sock.exists() and time.monotonic() < deadline:
-                    time.sleep(0.1)
+                while not sock.exists():
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"the warm ClientApp server of {log_name} did not start; "
+                            f"see {run_dir / f'warm-{log_name}.log'}"
+                        )
+                    time.sleep(0.05)
                 node_env = {**env_vars, "PATH": f"{shim_dir}{os.pathsep}{env_vars['PATH']}"}
             port = free_port()
-            node = procs.start(
+            procs.start(
                 log_name,
                 [
                     # warm: Flower's SuperNode with short pull waits (flower/fast_supernode.py)
@@ -266,10 +285,21 @@ def federate_local(
                 run_dir / f"{log_name}.log",
                 node_env,
             )
-            _wait_port(port, 60, node, run_dir / f"{log_name}.log")
+            return port
 
-        for c in range(clients):
-            start_node(c, f"supernode-{c}")
+        def wait_supernode(log_name: str, port: int) -> None:
+            _wait_port(port, 60, procs.procs[log_name], run_dir / f"{log_name}.log")
+
+        def start_node(c: int, log_name: str) -> None:
+            server = start_warm(c, log_name) if warm else None
+            wait_supernode(log_name, start_supernode(c, log_name, server))
+
+        mark("superlink-up")
+        # everything starts at once: the warm servers import torch side by side, and the
+        # ServerApp (which waits for the SuperNodes to connect) starts while they do
+        names = [f"supernode-{c}" for c in range(clients)]
+        servers = [start_warm(c, names[c]) if warm else None for c in range(clients)]
+        mark("flwr-run")
         run = procs.start(
             "flwr-run",
             [
@@ -284,6 +314,10 @@ def federate_local(
             run_dir / "flwr-run.log",
             env_vars,
         )
+        ports = [start_supernode(c, names[c], servers[c]) for c in range(clients)]
+        for name, port in zip(names, ports, strict=True):
+            wait_supernode(name, port)
+        mark("supernodes-up")
         result_path = run_dir / RESULT_JSON
         deadline = time.monotonic() + timeout
         killed = restarted = False
@@ -326,6 +360,7 @@ def federate_local(
         left = procs.alive()
         if left:
             logger.error("processes still alive after cleanup: %s", left)
+    mark("stopped")
     progress.relay()
     res, global_state = load_result(run_dir)
     scalers = {int(c): Scaler.from_dict(d) for c, d in res["scalers"].items()}
@@ -346,6 +381,7 @@ def federate_local(
             "training_history", pd.DataFrame(res["history"]).assign(strategy=training.strategy)
         )
     (run_dir / "summary.json").write_text(json.dumps(meta, indent=2))
+    mark("saved")
     logger.info("Flower deployment finished: %s", run_dir)
     return run_dir
 

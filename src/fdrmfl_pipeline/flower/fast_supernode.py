@@ -8,6 +8,14 @@ one exchange per query) that wait is most of the time. This entry point runs Flo
 not what it does. The cap is applied only to the Flower version it was written against; any
 other version runs unchanged, with a warning.
 
+:func:`shorten_object_pulls` does the same for Flower's object pulls: a message's content
+travels as separate objects, and a process that asks for one before it has arrived (a
+ClientApp whose SuperNode is still fetching the message, a SuperNode or ServerApp pulling a
+reply still being pushed) waits 1 s, doubling to 10 s, before it asks again. On the loopback
+interface the object is there milliseconds later. ``FDRMFL_OBJECT_PULL_BACKOFF=<seconds>`` in a
+process's environment starts that wait at the given value, capped at ten times it; the local
+deployment sets 0.02 for every process it starts (SuperNodes, warm ClientApps, the ServerApp).
+
     python -m fdrmfl_pipeline.flower.fast_supernode --insecure --superlink 127.0.0.1:9092 ...
 """
 
@@ -31,6 +39,30 @@ def cap_sleeps(module: types.ModuleType, cap: float) -> None:
     module.time = fast
 
 
+def shorten_object_pulls(initial: float | None = None) -> bool:
+    """Start Flower's object-pull retry wait at ``initial`` seconds (default: the
+    ``FDRMFL_OBJECT_PULL_BACKOFF`` environment variable; nothing to do when neither is set),
+    capped at ``10 * initial``. Returns whether it was applied (pinned Flower version only)."""
+    if initial is None:
+        value = os.environ.get("FDRMFL_OBJECT_PULL_BACKOFF")
+        if not value:
+            return False
+        initial = float(value)
+    import flwr
+    from flwr.supercore.inflatable import inflatable_utils
+
+    if flwr.__version__ != PATCHED_FOR:
+        logger.warning(
+            "flwr %s is not %s: object pulls keep Flower's own retry wait",
+            flwr.__version__,
+            PATCHED_FOR,
+        )
+        return False
+    for fn in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
+        fn.__kwdefaults__.update(initial_backoff=initial, backoff_cap=10 * initial)
+    return True
+
+
 def main() -> None:
     import flwr
     from flwr.supernode import start_client_internal
@@ -39,6 +71,7 @@ def main() -> None:
     cap = float(os.environ.get("FDRMFL_SUPERNODE_POLL", "0.1"))
     if flwr.__version__ == PATCHED_FOR and hasattr(start_client_internal, "time"):
         cap_sleeps(start_client_internal, cap)
+        shorten_object_pulls()
     else:
         logging.basicConfig()
         logger.warning(

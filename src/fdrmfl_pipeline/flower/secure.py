@@ -35,7 +35,7 @@ from fdrmfl_pipeline.core.secagg import (
     unflatten,
     unmask,
 )
-from fdrmfl_pipeline.flower.records import arrays_record
+from fdrmfl_pipeline.flower.records import arrays_record, record_arrays
 
 logger = logging.getLogger(__name__)
 KEY = "secagg"
@@ -110,7 +110,7 @@ def masked_answer(
     tag = str(rec["tag"])
     cache = context.state.config_records.get("secagg-cache")
     if cache is not None and str(cache["tag"]) == tag:
-        vec = context.state.array_records["secagg-cache"]["v"].numpy()
+        vec = record_arrays(context.state.array_records["secagg-cache"])["v"]
         layout = json.loads(str(cache["layout"]))
     else:
         vec, layout = flatten(compute())
@@ -194,7 +194,7 @@ class SecureSums:
             replies, fail = self.exchange(kind, msgs, round_)
             failures.update(fail)
             masked = {
-                c: _from_array(r.content.array_records["masked"]["m"].numpy())
+                c: _from_array(record_arrays(r.content.array_records["masked"])["m"])
                 for c, r in replies.items()
             }
             layouts = {str(r.content.config_records[KEY]["layout"]) for r in replies.values()}

@@ -37,12 +37,14 @@ from fdrmfl_pipeline.flower.records import (
     State,
     anchored,
     arrays_record,
+    record_arrays,
     record_state,
     record_stats,
     scaler_record,
     state_record,
 )
 from fdrmfl_pipeline.flower.secure import SecureSums
+from fdrmfl_pipeline.flower.trace import mark
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +65,9 @@ def _audit(kind: str, replies: dict) -> None:
                     {
                         "kind": kind,
                         "client": c,
-                        "arrays": {k: sorted(v.keys()) for k, v in content.array_records.items()},
+                        "arrays": {
+                            k: sorted(record_arrays(v)) for k, v in content.array_records.items()
+                        },
                         "configs": {k: sorted(v.keys()) for k, v in content.config_records.items()},
                         "metrics": {k: dict(v) for k, v in content.metric_records.items()},
                     },
@@ -75,19 +79,22 @@ def _audit(kind: str, replies: dict) -> None:
 
 def send_and_receive(grid: Grid, messages: list[Message], timeout: float) -> list[Message]:
     """Push ``messages`` and pull their replies until all arrived or ``timeout`` passed, like
-    ``Grid.send_and_receive`` but polling every 0.05 s, backing off to 1 s while nothing comes
+    ``Grid.send_and_receive`` but polling every 0.02 s, backing off to 0.2 s while nothing comes
     (Flower 1.42's deployment grid waits 3 s between pulls, most of a short exchange)."""
     pending = set(grid.push_messages(messages))
+    mark("push", messages=sorted(pending))
     deadline = time.monotonic() + timeout
     out: list[Message] = []
-    wait = 0.05
+    wait = 0.02
     while pending:
         replies = list(grid.pull_messages(pending))
+        for r in replies:
+            mark("reply", message=r.metadata.reply_to_message_id)
         out.extend(replies)
         pending -= {r.metadata.reply_to_message_id for r in replies}
         if not pending or time.monotonic() >= deadline:
             break
-        wait = 0.05 if replies else min(1.0, wait * 1.5)
+        wait = 0.02 if replies else min(0.2, wait * 1.5)
         time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
     return out
 
@@ -334,10 +341,7 @@ class FlowerRunner:
         replies, failures = self._exchange("query", contents, 0)
         if failures:
             raise RuntimeError(f"federated PLS warm start: clients did not answer: {failures}")
-        return {
-            c: {k: v.numpy() for k, v in replies[c].content.array_records["pls"].items()}
-            for c in sorted(replies)
-        }
+        return {c: record_arrays(replies[c].content.array_records["pls"]) for c in sorted(replies)}
 
     def data_digest(self) -> str:
         """A digest of the clients' summed statistics (a checkpoint of other data is never
@@ -394,8 +398,10 @@ class FlowerOracle:
 
 
 def run_server(grid: Grid, job: FlowerJob) -> tuple[TrainingResult, dict[int, Scaler]]:
+    mark("server-main")
     runner = FlowerRunner(grid, job)
     runner.connect()
+    mark("connected")
     ck = Path(job.checkpoint_path) if job.checkpoint_path else None
     init = None
     setup = job.setup
@@ -405,9 +411,11 @@ def run_server(grid: Grid, job: FlowerJob) -> tuple[TrainingResult, dict[int, Sc
         init = warm_start_state(
             setup.model, FlowerOracle(runner), setup.federation.seed, setup.warm_start
         )
+    mark("warm-start-done")
     result = run_rounds(
         setup.model, runner, setup.local, setup.federation, checkpoint_path=ck, init_state=init
     )
+    mark("rounds-done")
     return result, runner.scalers
 
 
@@ -477,7 +485,10 @@ def make_server_app(job: FlowerJob | None = None, on_result=None) -> ServerApp:
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
+        from fdrmfl_pipeline.flower.fast_supernode import shorten_object_pulls
+
         _log_progress()
+        shorten_object_pulls()  # only when FDRMFL_OBJECT_PULL_BACKOFF is set (local deployment)
         j = FlowerJob.from_context(context, job)
         result, scalers = run_server(grid, j)
         save_result(result, scalers, j)

@@ -29,6 +29,8 @@ import sys
 import threading
 from pathlib import Path
 
+from fdrmfl_pipeline.flower.trace import mark
+
 logger = logging.getLogger(__name__)
 
 # what a ClientApp message needs, imported once in the server
@@ -47,11 +49,17 @@ PRELOAD = (
     "fdrmfl_pipeline.core.setup",
     "fdrmfl_pipeline.core.warmstart",
     "fdrmfl_pipeline.core.secagg",
+    "httpx",  # the ClientApp's Runtime API client imports its transport on first use
+    "httpcore",
+    "h11",
 )
 
 SHIM = """#!{python} -IS
 # flwr-clientapp shim (fdrmfl_pipeline.flower.warm): fork a warm ClientApp instead of starting one
-import json, os, socket, sys
+import json, os, socket, sys, time
+if os.environ.get("FDRMFL_TRACE"):
+    with open(os.environ["FDRMFL_TRACE"], "a") as fh:
+        fh.write(json.dumps({{"t": time.time(), "pid": os.getpid(), "event": "shim", "socket": {socket_path!r}}}) + "\\n")
 try:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect({socket_path!r})
@@ -86,6 +94,7 @@ def _child(request: dict) -> int:
     os.environ.clear()
     os.environ.update(request["env"])
     sys.argv = ["flwr-clientapp", *request["argv"]]
+    mark("fork")
     try:
         flwr_clientapp()
     except SystemExit as stop:
@@ -94,6 +103,8 @@ def _child(request: dict) -> int:
     except BaseException:  # noqa: BLE001  (report, never return into the server's loop)
         logger.exception("warm ClientApp failed")
         return 1
+    finally:
+        mark("child-exit")
     return 0
 
 
@@ -133,12 +144,19 @@ def serve(socket_path: Path, job: str | None = None, data_path: str | None = Non
     and prepare its rows), then fork one child per shim request, forever."""
     import importlib
 
+    from fdrmfl_pipeline.flower.fast_supernode import shorten_object_pulls
+
     for name in PRELOAD:
         importlib.import_module(name)
+    shorten_object_pulls()  # when FDRMFL_OBJECT_PULL_BACKOFF is set: forked children inherit it
     if job and data_path:
-        from fdrmfl_pipeline.flower.client_app import preload
+        from fdrmfl_pipeline.flower.client_app import preload, warm_up
 
-        preload(job, data_path)
+        raw = preload(job, data_path)
+        try:
+            warm_up(job, raw)
+        except Exception:  # noqa: BLE001  (an optimisation: the ClientApps work without it)
+            logger.warning("warm-up failed; ClientApps start cold", exc_info=True)
     socket_path.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(socket_path))
