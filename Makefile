@@ -68,6 +68,13 @@ federate-local: $(VENV)/.installed-flower
 	FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 $(BIN)/python -m fdrmfl_pipeline.flower.deploy \
 	  --clients $(or $(CLIENTS),3) $(if $(ENV),--env $(ENV)) $(if $(PARAMS),--params $(PARAMS))
 
+## make bench: the engines on one 3-client job, side by side, with the ratio check (exit 1 when a
+## Flower engine is slower than the bound times in-process; ratios, not absolute times)
+bench: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/bench_engines.py --clients 3 \
+	  --engines inprocess flower-simulation flower-deployment \
+	  --max-ratio flower-simulation=6 flower-deployment=15 --out bench_engines_check
+
 ## make viz: kedro-viz on http://127.0.0.1:4141
 viz: $(VENV)/.installed-base
 	$(BIN)/kedro viz run --no-browser --host 127.0.0.1 --port 4141

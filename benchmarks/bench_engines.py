@@ -202,7 +202,21 @@ def main() -> None:
     ap.add_argument("--engines", nargs="*", default=list(ENGINES), choices=ENGINES)
     ap.add_argument("--scheme", default="paper", help="partitioning.scheme (e.g. quantity_skew)")
     ap.add_argument("--out", default="bench_engines", help="results file name (no suffix)")
+    ap.add_argument(
+        "--max-ratio",
+        nargs="*",
+        default=[],
+        metavar="ENGINE=X",
+        help="regression check: exit 1 when ENGINE takes more than X times in-process, e.g. "
+        "flower-deployment=15 flower-simulation=6 (ratios, not absolute times)",
+    )
     args = ap.parse_args()
+    bounds = {}
+    for item in args.max_ratio:
+        engine, _, bound = item.partition("=")
+        if engine not in ENGINES or not bound:
+            ap.error(f"--max-ratio {item!r}: expected ENGINE=X with ENGINE one of {ENGINES}")
+        bounds[engine] = float(bound)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     rows = []
     for k in args.clients:
@@ -254,6 +268,15 @@ def main() -> None:
     )
     (RESULTS / f"{args.out}.json").write_text(json.dumps(rows, indent=2))
     sys.stdout.write(table + "\n")
+    over = [
+        f"{r['engine']} at {r['clients']} clients: {r['ratio_vs_inprocess']:.1f}x in-process "
+        f"> {bounds[r['engine']]:g}x"
+        for r in rows
+        if r["engine"] in bounds and r["ratio_vs_inprocess"] > bounds[r["engine"]]
+    ]
+    if over:
+        sys.stderr.write("ratio check failed: " + "; ".join(over) + "\n")
+        sys.exit(1)
 
 
 if __name__ == "__main__":
