@@ -34,6 +34,7 @@ from fdrmfl_pipeline.core.engine import (
 )
 from fdrmfl_pipeline.flower.job import FlowerJob
 from fdrmfl_pipeline.flower.records import (
+    PackedRecordError,
     State,
     anchored,
     arrays_record,
@@ -97,6 +98,48 @@ def send_and_receive(grid: Grid, messages: list[Message], timeout: float) -> lis
         wait = 0.02 if replies else min(0.2, wait * 1.5)
         time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
     return out
+
+
+class UnreadableReplyError(ValueError):
+    """A client's reply that is not what the ClientApp sends: that client counts as failed."""
+
+
+def read_update(
+    content: RecordDict, sent: State, described_n: int | None = None
+) -> tuple[State, int, dict[str, float]]:
+    """A training reply's weights, sample count and metrics, checked against the model the
+    client was sent (same tensor names, shapes and dtypes, finite values) and the training
+    count it described when it connected (so no client can inflate its weight in the mean).
+    Anything else raises :class:`UnreadableReplyError` naming what is wrong, so one broken or
+    crafted reply fails that client instead of the run."""
+    try:
+        state = record_state(content.array_records["arrays"])
+        m = content.metric_records["metrics"]
+        n = int(m["num-examples"])
+        metrics = {k: float(v) for k, v in m.items() if k not in ("num-examples", "client-id")}
+    except KeyError as err:
+        raise UnreadableReplyError(f"no {err.args[0]!r} in the reply") from err
+    except (PackedRecordError, TypeError, ValueError) as err:
+        raise UnreadableReplyError(str(err)) from err
+    if set(state) != set(sent):
+        missing, extra = sorted(set(sent) - set(state)), sorted(set(state) - set(sent))
+        raise UnreadableReplyError(f"weights missing {missing[:3]}, unexpected {extra[:3]}")
+    for k, v in sent.items():
+        if state[k].shape != v.shape or state[k].dtype != v.dtype:
+            raise UnreadableReplyError(
+                f"weight '{k}' is {tuple(state[k].shape)} {state[k].dtype}, "
+                f"expected {tuple(v.shape)} {v.dtype}"
+            )
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise UnreadableReplyError(f"weight '{bad[0]}' holds NaN or infinite values")
+    if n <= 0:
+        raise UnreadableReplyError(f"num-examples is {n}, expected a positive count")
+    if described_n is not None and n != described_n:
+        raise UnreadableReplyError(
+            f"num-examples is {n}, but the client described {described_n} training rows"
+        )
+    return state, n, metrics
 
 
 class FlowerRunner:
@@ -282,19 +325,15 @@ class FlowerRunner:
         self.refresh_nodes()
         contents = self._train_contents(jobs, round_, cfg, anchor)
         replies, failures = self._exchange("train", contents, round_)
-        self.silent = set(failures)  # not asked to evaluate this round (they would time out again)
         updates = []
         for c in sorted(replies):
-            m = replies[c].content.metric_records["metrics"]
-            metrics = {k: float(v) for k, v in m.items() if k not in ("num-examples", "client-id")}
-            updates.append(
-                ClientUpdate(
-                    c,
-                    record_state(replies[c].content.array_records["arrays"]),
-                    int(m["num-examples"]),
-                    metrics,
-                )
-            )
+            try:
+                state, n, metrics = read_update(replies[c].content, jobs[c], self.sizes.get(c))
+            except UnreadableReplyError as err:
+                failures[c] = f"unreadable reply: {err}"
+                continue
+            updates.append(ClientUpdate(c, state, n, metrics))
+        self.silent = set(failures)  # not asked to evaluate this round (they would time out again)
         return updates, failures
 
     def _evaluate_content(self, state: State, client: int, round_: int) -> RecordDict:
@@ -313,11 +352,15 @@ class FlowerRunner:
             if c not in self.silent
         }
         replies, failures = self._exchange("evaluate", contents, 0)
+        out = {}
+        for c, r in sorted(replies.items()):
+            try:
+                out[c] = float(r.content.metric_records["metrics"]["val_mse"])
+            except (KeyError, TypeError, ValueError) as err:
+                failures[c] = f"unreadable reply: no numeric val_mse ({err!r})"
         for c, why in failures.items():
             logger.error("evaluation: client %d did not answer: %s", c, why)
-        return {
-            c: float(r.content.metric_records["metrics"]["val_mse"]) for c, r in replies.items()
-        }
+        return out
 
     def pls_query(self, op: str, arrays: dict[str, np.ndarray] | None = None) -> dict[int, dict]:
         """Ask every client for one PLS aggregate; all must answer (a warm start needs them).
