@@ -561,10 +561,13 @@ def to_markdown(
         "",
         "- The second MI estimator (`fdrmfl-mi-kernel`) runs where its cells are listed above; "
         "other estimators (a learned MINE / NWJ critic) are not implemented.",
-        "- The simulation protocol's settings (`sim_f1_paper`) tuned per strategy; the cells "
-        "listed as missing above.",
-        "",
     ]
+    have = set(map(tuple, rows[["data", "regime"]].drop_duplicates().values))
+    for d in DATA:
+        absent = [r for r in DATA_REGIMES[d] if (d, r) not in have]
+        if absent:
+            lines.append(f"- `{d}`: not run yet in {', '.join(absent)}.")
+    lines.append("")
     sec = rows.groupby("variant")["seconds"].mean()
     lines.append(
         "Mean seconds per training + scoring run: "
