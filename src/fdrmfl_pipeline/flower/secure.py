@@ -110,11 +110,11 @@ def masked_answer(
     tag = str(rec["tag"])
     cache = context.state.config_records.get("secagg-cache")
     if cache is not None and str(cache["tag"]) == tag:
-        vec = record_arrays(context.state.array_records["secagg-cache"])["v"]
+        vec = record_arrays(context.state.array_records["secagg-cache-values"])["v"]
         layout = json.loads(str(cache["layout"]))
     else:
         vec, layout = flatten(compute())
-        context.state.array_records["secagg-cache"] = arrays_record({"v": vec})
+        context.state.array_records["secagg-cache-values"] = arrays_record({"v": vec})
         context.state.config_records["secagg-cache"] = ConfigRecord(
             {"tag": tag, "layout": json.dumps(layout)}
         )
@@ -171,9 +171,7 @@ class SecureSums:
             }
             replies, fail = self.exchange("query", ask, round_)
             failures.update(fail)
-            keys = {
-                c: bytes(r.content.config_records[KEY]["public-key"]) for c, r in replies.items()
-            }
+            keys = _unique_keys(_read_each(replies, _read_key, failures), failures)
             ids = sorted(keys)
             if len(ids) < MIN_SURVIVORS:
                 return None, [], failures
@@ -193,18 +191,12 @@ class SecureSums:
                 msgs[c] = content
             replies, fail = self.exchange(kind, msgs, round_)
             failures.update(fail)
-            masked = {
-                c: _from_array(record_arrays(r.content.array_records["masked"])["m"])
-                for c, r in replies.items()
-            }
-            layouts = {str(r.content.config_records[KEY]["layout"]) for r in replies.values()}
+            answers = _read_each(replies, _read_masked, failures)
+            layout = _agreed_layout(answers, failures)
+            masked = {c: m for c, (m, lay) in answers.items() if lay == layout}
             survivors = sorted(masked)
             if len(survivors) < MIN_SURVIVORS:
                 return None, survivors, failures
-            if len(layouts) != 1:
-                raise SecAggError(
-                    f"secure aggregation: clients answered with different layouts {layouts}"
-                )
             dropped = [c for c in ids if c not in masked]
             ask = {
                 c: RecordDict(
@@ -222,19 +214,8 @@ class SecureSums:
                 for c in survivors
             }
             replies, fail = self.exchange("query", ask, round_)
-            reveals = {
-                c: {
-                    "self": bytes(r.content.config_records[KEY]["self"]),
-                    "pairs": dict(
-                        zip(
-                            (int(j) for j in r.content.config_records[KEY]["pair-ids"]),
-                            (bytes(k) for k in r.content.config_records[KEY]["pair-keys"]),
-                            strict=True,
-                        )
-                    ),
-                }
-                for c, r in replies.items()
-            }
+            fail = dict(fail)
+            reveals = _read_each(replies, _read_reveal, fail)
             try:
                 total = unmask(masked, reveals, ids)
             except ReleaseFailed as exc:
@@ -242,9 +223,86 @@ class SecureSums:
                 logger.warning("%s; repeating the release without them", exc)
                 clients = [c for c in survivors if c in reveals]
                 continue
-            layout = [(k, tuple(s)) for k, s in json.loads(layouts.pop())]
             return unflatten(total, layout), survivors, failures
         raise SecAggError(
             f"secure aggregation: release {tag} failed {RETRIES} times (clients kept dropping "
             "while unmasking)"
         )
+
+
+# A reply is untrusted input: one a stage cannot read fails that client (named in the
+# failures), exactly like a client that did not answer; it never stops the release.
+_READ_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, SecAggError)
+
+
+def _read_each(replies: dict, read: Callable, failures: dict[int, str]) -> dict:
+    out = {}
+    for c, r in sorted(replies.items()):
+        try:
+            out[c] = read(r.content)
+        except _READ_ERRORS as exc:
+            failures[c] = f"unreadable reply: {exc}"
+            logger.warning("secure aggregation: client %s sent an unreadable reply: %s", c, exc)
+    return out
+
+
+def _read_key(content: RecordDict) -> bytes:
+    key = content.config_records[KEY]["public-key"]
+    if not isinstance(key, bytes) or len(key) != 32:
+        raise ValueError("the public key is not 32 bytes (a raw X25519 key)")
+    return bytes(key)
+
+
+def _unique_keys(keys: dict[int, bytes], failures: dict[int, str]) -> dict[int, bytes]:
+    """Clients announcing the same public key all fail: the others would refuse to mask."""
+    seen = list(keys.values())
+    out = {}
+    for c, k in keys.items():
+        if seen.count(k) > 1:
+            failures[c] = "unreadable reply: its public key is another client's"
+            logger.warning("secure aggregation: client %s announced a duplicated public key", c)
+        else:
+            out[c] = k
+    return out
+
+
+def _read_masked(content: RecordDict) -> tuple[np.ndarray, list[tuple[str, tuple]]]:
+    arr = record_arrays(content.array_records["masked"])["m"]
+    if arr.ndim != 2 or arr.shape[1] != 2 or arr.dtype != np.uint64:
+        raise ValueError(f"the masked answer is {arr.shape} {arr.dtype}, expected (n, 2) uint64")
+    layout = [
+        (str(k), tuple(int(d) for d in s))
+        for k, s in json.loads(str(content.config_records[KEY]["layout"]))
+    ]
+    size = sum(int(np.prod(s)) if s else 1 for _, s in layout)
+    if size != len(arr):
+        raise ValueError(f"the masked answer has {len(arr)} values, its layout says {size}")
+    return _from_array(arr), layout
+
+
+def _agreed_layout(answers: dict, failures: dict[int, str]):
+    """The layout most answers share (the first client's on a tie); the others fail."""
+    if not answers:
+        return None
+    keys = [json.dumps(lay) for _, lay in answers.values()]
+    best = max(keys, key=lambda k: (keys.count(k), -keys.index(k)))
+    for c, (_, lay) in list(answers.items()):
+        if json.dumps(lay) != best:
+            failures[c] = f"unreadable reply: its layout {lay} differs from the others'"
+            logger.warning("secure aggregation: client %s answered with another layout", c)
+    return [(k, tuple(s)) for k, s in json.loads(best)]
+
+
+def _read_reveal(content: RecordDict) -> dict:
+    rec = content.config_records[KEY]
+    keys = [rec["self"], *rec["pair-keys"]]
+    if not all(isinstance(k, bytes) for k in keys):
+        raise ValueError("a revealed key is not a byte string")
+    return {
+        "self": bytes(rec["self"]),
+        "pairs": dict(
+            zip(
+                (int(j) for j in rec["pair-ids"]), (bytes(k) for k in rec["pair-keys"]), strict=True
+            )
+        ),
+    }
