@@ -198,22 +198,36 @@ def run_cell(
         logging.getLogger(noisy).setLevel(logging.WARNING)
     env, base = DATA[data]
     rows = []
+    prepared = False  # the data, partition and baselines of this cell exist
     with tempfile.TemporaryDirectory(prefix="strategies-") as tmp:
         project = project_copy(Path(tmp))
         bootstrap_project(project)
-        for i, variant in enumerate(variants):
+        for variant in variants:
             params = merge(merge(merge(base, regime_params(data, regime)), COMMON), {"seed": seed})
             params = merge(merge(params, VARIANTS[variant]), _label(variant))
             if tuned and tuned.get(variant):
                 params = merge(params, {"training": tuned[variant]})
             pipes = (
-                ["ingestion", "partitioning", "baselines", "training", "regression", "evaluation"]
-                if i == 0
-                else ["training", "regression", "evaluation"]
+                ["training", "regression", "evaluation"]
+                if prepared
+                else [
+                    "ingestion",
+                    "partitioning",
+                    "baselines",
+                    "training",
+                    "regression",
+                    "evaluation",
+                ]
             )
             t0 = time.perf_counter()
-            with KedroSession.create(project_path=project, env=env, runtime_params=params) as s:
-                s.run(pipeline_names=pipes)
+            try:
+                with KedroSession.create(project_path=project, env=env, runtime_params=params) as s:
+                    s.run(pipeline_names=pipes)
+            except Exception as exc:  # a diverged variant is a result of this cell, not its end
+                logger.error("%s/%s seed %s: %s failed: %s", data, regime, seed, variant, exc)
+                rows.append(_failed_row(data, regime, seed, variant, exc, t0))
+                continue
+            prepared = True
             seconds = time.perf_counter() - t0
             m = latest(project, "data/08_reporting/evaluation_metrics.parquet")
             m = m[m["method"] == variant]
@@ -234,9 +248,29 @@ def run_cell(
                     "test_r2": float(pooled["r2"]),
                     "test_client_mse": float(t.loc[t["scope"] == "client", "mse"].mean()),
                     "seconds": seconds,
+                    "error": "",
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _failed_row(data: str, regime: str, seed: int, variant: str, exc: Exception, t0: float) -> dict:
+    """A variant whose run stopped (e.g. diverged with its tuned learning rate): kept in the
+    store with no scores and the error's last line, so the table counts it."""
+    last = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+    return {
+        "data": data,
+        "regime": regime,
+        "seed": seed,
+        "variant": variant,
+        "regressor": "",
+        "val_mse": np.nan,
+        "test_mse": np.nan,
+        "test_r2": np.nan,
+        "test_client_mse": np.nan,
+        "seconds": time.perf_counter() - t0,
+        "error": f"{type(exc).__name__}: {last}"[:300],
+    }
 
 
 def tune_study(data: str, regime: str, variant: str, trials: int) -> dict:
@@ -373,7 +407,9 @@ def paired(per_seed: pd.DataFrame, variant: str, reference: str = REFERENCE) -> 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     out = []
     for (data, regime), g in rows.groupby(["data", "regime"], sort=False):
-        for variant, v in g.groupby("variant", sort=False):
+        for variant, v_all in g.groupby("variant", sort=False):
+            failed = v_all["test_mse"].isna()
+            v = v_all[~failed]
             p = paired(g, variant)
             out.append(
                 {
@@ -381,6 +417,7 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
                     "regime": regime,
                     "variant": variant,
                     "seeds": len(v),
+                    "failed": int(failed.sum()),
                     "test_mse": v["test_mse"].mean(),
                     "test_mse_sd": v["test_mse"].std(ddof=1),
                     "test_r2": v["test_r2"].mean(),
@@ -421,7 +458,7 @@ def figure(summary: pd.DataFrame, rows: pd.DataFrame, data: str, path: Path) -> 
         order = [v for v in VARIANT_NAMES if v in set(g["variant"])]
         means, halves = [], []
         for v in order:
-            x = g.loc[g["variant"] == v, "test_mse"]
+            x = g.loc[g["variant"] == v, "test_mse"].dropna()
             means.append(x.mean())
             n = len(x)
             halves.append(stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n) if n > 1 else 0)
@@ -536,12 +573,21 @@ def to_markdown(
                 if r["variant"] != REFERENCE
                 else "reference"
             )
+            seeds = f"{r['seeds']} (+{r['failed']} failed)" if r.get("failed", 0) else r["seeds"]
             lines.append(
-                f"| {r['variant']} | {r['seeds']} | {_fmt(r['test_mse'])} ± "
+                f"| {r['variant']} | {seeds} | {_fmt(r['test_mse'])} ± "
                 f"{_fmt(r['test_mse_sd'])} | {r['test_r2']:.3f} | {r['regressors']} | {ci} | "
                 f"{_fmt(r['vs_fedavg_rel'])} | {verdict(r)} |"
             )
         lines.append("")
+        if "error" in rows:
+            bad = rows[
+                (rows["data"] == data) & (rows["regime"] == regime) & rows["test_mse"].isna()
+            ]
+            for _, b in bad.iterrows():
+                lines.append(f"- {b['variant']}, seed {b['seed']}: failed ({b['error']}).")
+            if len(bad):
+                lines.append("")
     wins = summary[summary["variant"].str.startswith("fdrmfl")].copy()
     if len(wins):
         wins["verdict"] = wins.apply(verdict, axis=1)

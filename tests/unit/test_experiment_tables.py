@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import pandas as pd
+import pytest
 
 from ..conftest import PROJECT_ROOT
 
@@ -83,3 +84,37 @@ def test_tuned_variant_only_runs_where_a_study_was_stored(tmp_path, monkeypatch)
     # best trial 0 is the environment's own values: training again would repeat 'fdrmfl'
     study.write_text("study: {best_trial: 0}\ntraining: {optimizer: {lr: 0.001}}\n")
     assert "fdrmfl-tuned" not in pt.variants_for("paper_corn_oil", pt.DEFAULT_VARIANTS, False)
+
+
+def test_a_failed_variant_is_counted_and_named_not_paired():
+    import numpy as np
+    import strategies as st
+
+    rows = []
+    for seed in range(100, 105):
+        for variant, mse in (("fedavg", 1.0 + seed % 3 * 0.1), ("fdrmfl", 0.9 + seed % 3 * 0.1)):
+            failed = variant == "fdrmfl" and seed == 104
+            rows.append(
+                {
+                    "data": "tecator_fat",
+                    "regime": "iid",
+                    "seed": seed,
+                    "variant": variant,
+                    "regressor": "" if failed else "head",
+                    "val_mse": np.nan if failed else mse,
+                    "test_mse": np.nan if failed else mse,
+                    "test_r2": np.nan if failed else 0.5,
+                    "test_client_mse": np.nan if failed else mse,
+                    "seconds": 1.0,
+                    "error": "NonFiniteModelError: round 3 diverged" if failed else "",
+                }
+            )
+    rows = pd.DataFrame(rows)
+    summary = st.summarise(rows)
+    fd = summary[summary["variant"] == "fdrmfl"].iloc[0]
+    assert fd["seeds"] == 4 and fd["failed"] == 1
+    assert fd["vs_fedavg_n"] == 4  # paired on the seeds where both ran
+    assert fd["vs_fedavg_diff"] == pytest.approx(-0.1)
+    text = st.to_markdown(summary, rows, [])
+    assert "| fdrmfl | 4 (+1 failed) |" in text
+    assert "- fdrmfl, seed 104: failed (NonFiniteModelError: round 3 diverged)." in text
