@@ -585,7 +585,8 @@ def to_markdown(
                 (rows["data"] == data) & (rows["regime"] == regime) & rows["test_mse"].isna()
             ]
             for _, b in bad.iterrows():
-                lines.append(f"- {b['variant']}, seed {b['seed']}: failed ({b['error']}).")
+                why = str(b["error"]).split("; ")[0]
+                lines.append(f"- {b['variant']}, seed {b['seed']}: failed ({why}).")
             if len(bad):
                 lines.append("")
     wins = summary[summary["variant"].str.startswith("fdrmfl")].copy()
