@@ -611,7 +611,7 @@ def _validate_round(
     finite = [r["val_mse"] for r in rows if np.isfinite(r["val_mse"])]
     mean_val = float(np.mean(finite)) if finite else float("nan")
     terms = {
-        t: np.nanmean([r[f"loss_{t}"] for r in rows]) for t in ("mse", "ce", "mi", "skl", "con")
+        t: _finite_mean([r[f"loss_{t}"] for r in rows]) for t in ("mse", "ce", "mi", "skl", "con")
     }
     task_term = "ce" if terms["ce"] > 0 else "mse"  # a classifier's cross-entropy, or the MSE
     logger.info(
@@ -620,7 +620,7 @@ def _validate_round(
         fed.rounds,
         fed.strategy,
         [u.client_id for u in updates],
-        np.nanmean([r["train_loss"] for r in rows]),
+        _finite_mean([r["train_loss"] for r in rows]),
         task_term,
         terms[task_term],
         terms["mi"],
@@ -799,3 +799,10 @@ def run_rounds(
         progress.last_round,
         progress.last_round,
     )
+
+
+def _finite_mean(values: list[float]) -> float:
+    """The mean of the finite values; NaN (without numpy's empty-slice warning) when a round
+    has none, e.g. no client trained in it."""
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
