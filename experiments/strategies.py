@@ -176,6 +176,9 @@ TUNED_STORE = RESULTS / "strategies_tuned.parquet"
 REFERENCE = "fedavg"  # the question: do the terms beat FedAvg from the same start?
 # scored the same way everywhere: ridge on Z or the model's head, whichever validation prefers
 COMMON = {"baselines": {"enabled": False}, "regression": {"regressors": ["ridge"]}}
+# a cell makes its data once (PREPARE), then trains and scores every variant on it (TRAIN)
+PREPARE_PIPES = ["ingestion", "partitioning", "baselines"]
+TRAIN_PIPES = ["training", "regression", "evaluation"]
 
 
 def _label(variant: str) -> dict:
@@ -207,18 +210,7 @@ def run_cell(
             params = merge(merge(params, VARIANTS[variant]), _label(variant))
             if tuned and tuned.get(variant):
                 params = merge(params, {"training": tuned[variant]})
-            pipes = (
-                ["training", "regression", "evaluation"]
-                if prepared
-                else [
-                    "ingestion",
-                    "partitioning",
-                    "baselines",
-                    "training",
-                    "regression",
-                    "evaluation",
-                ]
-            )
+            pipes = TRAIN_PIPES if prepared else PREPARE_PIPES + TRAIN_PIPES
             t0 = time.perf_counter()
             try:
                 with KedroSession.create(project_path=project, env=env, runtime_params=params) as s:
