@@ -30,7 +30,7 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from registry import latest, merge, project_copy  # noqa: E402
+from registry import latest, merge, project_copy, published  # noqa: E402
 
 RESULTS = HERE / "results"
 STORE = RESULTS / "privacy_curve.parquet"
@@ -40,7 +40,7 @@ ROUNDS = 10
 EPSILONS = (math.inf, 8.0, 4.0, 2.0, 1.0)
 DATA = {
     "sim_f1": (None, {"ingestion": {"source": "synthetic"}}),
-    "tecator_fat": ("paper_tecator", {}),
+    "tecator_fat": ("paper_tecator", published("paper_tecator")),
     # the same simulation over 30 IID clients: the noise on the average shrinks with the number
     # of clients, the per-client baselines weaken with fewer rows each
     "sim_f1_30_clients": (

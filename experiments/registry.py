@@ -87,6 +87,18 @@ FDRMFL_CONFIGS: tuple[str, ...] = tuple(_REG["fdrmfl_configs"])
 FEDERATED_CONFIGS: tuple[str, ...] = (*FDRMFL_CONFIGS, *_REG["warm_start_configs"])
 
 
+def method_params(env: str) -> dict:
+    """The parameters that make ``env`` run the published method (FDRMFL with the protocol's
+    weights) where the environment's own default is what validation preferred instead."""
+    return copy.deepcopy((_REG.get("method") or {}).get(env) or {})
+
+
+def published(env: str) -> dict:
+    """Only the training settings of :func:`method_params`: for scripts that run an environment
+    directly and must train FDRMFL as published (the grids' 'fdrmfl' rows)."""
+    return {"training": method_params(env).get("training", {})}
+
+
 def _experiment(name: str, e: dict) -> Experiment:
     target = e.get("target") or {}
     ref = e.get("ref") or {}
@@ -94,7 +106,7 @@ def _experiment(name: str, e: dict) -> Experiment:
     return Experiment(
         name=name,
         env=e["env"],
-        params=e.get("params") or {},
+        params=merge(method_params(e["env"]), e.get("params") or {}),
         baselines=_REG["baselines"][e["baselines"]] if "baselines" in e else {},
         metric=target.get("metric", "mse"),
         bound=target.get("bound"),

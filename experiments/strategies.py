@@ -41,7 +41,7 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from registry import VARIANTS, latest, merge, project_copy  # noqa: E402
+from registry import VARIANTS, latest, merge, project_copy, published  # noqa: E402
 
 RESULTS = HERE / "results"
 STORE = RESULTS / "strategies.parquet"
@@ -51,13 +51,14 @@ FIRST_SEED = 100
 # the corn spectra are never committed: read from beside the repository or FDRMFL_CORN_DIR
 CORN_DIR = Path(os.environ.get("FDRMFL_CORN_DIR", HERE.parent.parent / "shared/datasets/corn"))
 
+
 # data: (environment or None for conf/base, parameters)
 DATA = {
     # the project defaults (PLS warm start, 5 rounds x 3 epochs at lr 1e-3)
     "sim_f1_defaults": (None, {"ingestion": {"source": "synthetic"}}),
     # the simulation protocol's settings (lasso warm start, up to 30 rounds at lr 2e-4), where
     # training rounds improve on the warm start
-    "sim_f1_paper": ("paper_sim", {}),
+    "sim_f1_paper": ("paper_sim", published("paper_sim")),
     "sites": ("example_sites", {}),
     # the second simulation function under the project defaults
     "sim_f2_defaults": (
@@ -65,7 +66,7 @@ DATA = {
         {"ingestion": {"source": "synthetic", "synthetic": {"function": "f2"}}},
     ),
     # Tecator fat, the paper protocol's settings (spectrum, its derivatives and the lab values)
-    "tecator_fat": ("paper_tecator", {}),
+    "tecator_fat": ("paper_tecator", published("paper_tecator")),
     # corn oil, the paper protocol's settings (the m5 spectrum and the other properties)
     "corn_oil": (
         "paper_corn",

@@ -58,6 +58,21 @@ def test_experiment_runs_end_to_end_quick(tmp_path, exp):
     assert latest(project, "data/08_reporting/report.html").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("env", "strategy"), [("paper_sim", "fedavg"), ("paper_tecator", "fdrmfl")]
+)
+def test_protocol_environment_runs_its_own_default_strategy(tmp_path, env, strategy):
+    """`kedro run --env <protocol>` trains the strategy its environment defaults to (chosen on
+    validation, experiments/defaults.py), labelled as such, through the whole chain."""
+    project = make_project(tmp_path / "p")
+    run_session(project, None, QUICK, env=env)
+    metrics = pd.read_parquet(latest(project, "data/08_reporting/evaluation_metrics.parquet"))
+    test = metrics[(metrics["split"] == "test") & (metrics["scope"] == "client")]
+    assert strategy in set(test["method"]) and test["mse"].notna().all()
+    assert ({"fdrmfl", "fedavg"} - {strategy}).isdisjoint(test["method"])
+
+
 def test_default_chain_report_and_notebook(tmp_path):
     nbformat = pytest.importorskip("nbformat")
     from nbclient import NotebookClient
@@ -128,7 +143,7 @@ def test_environments_override_single_parameters_and_keep_the_rest(tmp_path):
         params = s.load_context().params
     training = params["training"]
     assert training.loss.lambda_mi == 0.123  # from base, not replaced by the environment
-    assert training.loss.lambda_kl == 0.001  # from the environment
+    assert training.loss.lambda_kl == 0.0  # from the environment (base: 0.01)
     assert training.federation.rounds == 15 and params["ingestion"].source == "tecator"
 
 
