@@ -1,6 +1,6 @@
 """Run the federation on a real Flower deployment on this machine (127.0.0.1 only).
 
-    python -m fdrmfl_pipeline.flower.deploy --clients 3 [--env paper_sim_f1] [--params k=v,...]
+    python -m fdrmfl_pipeline.flower.deploy --clients 3 [--env paper_sim] [--params k=v,...]
 
 1. runs ``ingestion`` and ``partitioning`` with ``partitioning.export_clients=true`` so each
    client's rows land in ``data/03_primary/clients/client_<id>.parquet``;
