@@ -78,6 +78,8 @@ def paired_log_ratio(
     t interval, as relative changes; n: pairs (rows where either failed are left out)."""
     from scipy import stats
 
+    if metric not in rows:
+        return {"rel": np.nan, "lo": np.nan, "hi": np.nan, "n": 0}
     wide = rows.pivot_table(
         index=["data", "regime", "seed"], columns="variant", values=metric, aggfunc="first"
     )

@@ -56,6 +56,14 @@ def test_per_client_and_pooled_models_are_reported_never_chosen():
     assert table.set_index("variant").loc["local", "hi"] < 0  # clearly lower, still not chosen
 
 
+def test_test_rows_are_shown_and_choose_nothing():
+    rows = _grid({"fdrmfl": 1.0, "fedavg": 1.0})
+    rows["test_mse"] = np.where(rows["variant"] == "fedavg", 0.5, 1.0) * rows["val_mse"]
+    chosen, table = defaults.choose(rows)
+    assert chosen == "fdrmfl"  # FedAvg's far lower test MSE does not count
+    assert table.set_index("variant").loc["fedavg", "test_hi"] < -0.4
+
+
 def test_failed_runs_leave_their_pairs_out():
     rows = _grid({"fdrmfl": 1.0, "fedavg": 0.9})
     rows.loc[(rows["variant"] == "fdrmfl") & (rows["seed"] == 0), "val_mse"] = np.nan
