@@ -207,7 +207,7 @@ def test_l1_penalty_value():
     _, _, _, _, config = tiny_clients()
     model = build_model(config, seed=0)
     expected = sum(float(e.linear.weight.detach().abs().sum()) for e in model.encoders.values())
-    assert float(losses.l1_linear_paths(model)) == pytest.approx(expected, rel=1e-5)
+    assert float(losses.l1_linear_paths(model).detach()) == pytest.approx(expected, rel=1e-5)
 
 
 def test_federated_lasso_equals_pooled_lasso():
