@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -321,6 +322,20 @@ def test_tune_narrows_the_shared_search_space_and_names_unknown_entries():
     assert [e.name for e in tuning_nodes.search_entries(p)] == [LR]
     with pytest.raises(ValidationError, match=r"lr_typo"):
         _params(tune=["lr_typo"])
+
+
+def test_a_knob_the_strategy_ignores_is_named_before_the_study(tmp_path, caplog):
+    """Tuning the MI weight under FedAvg would vary nothing: the job says so, by name."""
+    fedavg = TRAIN.model_copy(update={"strategy": "fedavg"})
+    p = _params(tune=[MI, LR])
+    assert tuning_nodes.ineffective_entries(p, fedavg) == [MI]
+    assert tuning_nodes.ineffective_entries(p, TRAIN) == []
+    data, assign, *_ = tiny_clients()
+    with caplog.at_level(logging.WARNING):
+        tuning_nodes.tune(
+            to_arrow(data), assign, _params(tune=[MI], n_trials=1), fedavg, 0, tmp_path
+        )
+    assert "loss.lambda_mi, which training.strategy 'fedavg' ignores" in caplog.text
 
 
 def test_first_trial_is_the_environments_own_setting(tmp_path):

@@ -123,3 +123,23 @@ def test_the_registry_still_runs_the_published_method_there(env):
         assert training.loss.lambda_kl == 0.001, exp  # both protocols' published weight
     published = _env_training(env, registry.published(env))
     assert published.strategy == "fdrmfl" and published.loss.lambda_kl == 0.001
+
+
+@pytest.mark.parametrize(
+    "env", ["base", "paper_sim", "paper_tecator", "paper_corn", "example_sites"]
+)
+def test_each_environment_tunes_only_what_its_strategy_uses(env):
+    """An environment that defaults to FedAvg must not spend its study on FDRMFL's weights."""
+    from kedro.config import OmegaConfigLoader
+
+    from fdrmfl_pipeline.params import ProjectParams
+    from fdrmfl_pipeline.pipelines.tuning.nodes import ineffective_entries
+
+    loader = OmegaConfigLoader(
+        str(PROJECT_ROOT / "conf"),
+        base_env="base",
+        default_run_env="local" if env == "base" else env,
+        merge_strategy={"parameters": "soft", "globals": "soft"},
+    )
+    p = ProjectParams.model_validate(dict(loader["parameters"]))
+    assert ineffective_entries(p.tuning, p.training) == [], env

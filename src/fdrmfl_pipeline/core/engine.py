@@ -243,6 +243,17 @@ def strategy_loss_config(strategy: str, cfg: LocalTrainConfig) -> LocalTrainConf
     return replace(cfg, prox_mu=0.0, lambda_mi=0.0, lambda_kl=0.0)  # moon
 
 
+def ignored_loss_settings(strategy: str) -> tuple[str, ...]:
+    """The ``training.loss`` settings ``strategy`` ignores, read off :func:`strategy_loss_config`
+    (the temperature goes with the contrastive weight)."""
+    weights = ("lambda_mi", "lambda_kl", "lambda_con", "prox_mu")
+    kept = strategy_loss_config(
+        strategy, replace(LocalTrainConfig(), **dict.fromkeys(weights, 1.0))
+    )
+    out = [w for w in weights if getattr(kept, w) == 0.0]
+    return tuple(out + ["tau"] if "lambda_con" in out else out)
+
+
 @dataclass
 class TrainingResult:
     global_state: State

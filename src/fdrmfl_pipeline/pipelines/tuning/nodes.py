@@ -39,6 +39,15 @@ def search_entries(params: TuningParams) -> list:
     ]
 
 
+def ineffective_entries(params: TuningParams, training: TrainingParams) -> list[str]:
+    """Tuned entries the training strategy ignores (e.g. ``loss.lambda_mi`` under FedAvg): their
+    trials would vary nothing."""
+    from fdrmfl_pipeline.core.engine import ignored_loss_settings
+
+    ignored = {f"loss.{k}" for k in ignored_loss_settings(training.strategy)}
+    return [e.name for e in search_entries(params) if e.name in ignored]
+
+
 def start_point(params: TuningParams, training: TrainingParams) -> dict:
     """The environment's current value of every tuned parameter that lies inside its range."""
     point = {}
@@ -88,6 +97,14 @@ def tune(
     from fdrmfl_pipeline.core.modalities import from_arrow
     from fdrmfl_pipeline.core.setup import TrainingSetup
 
+    idle = ineffective_entries(params, training)
+    if idle:
+        logger.warning(
+            "tuning.tune names %s, which training.strategy '%s' ignores: those trials vary "
+            "nothing; drop them from tuning.tune or tune another strategy",
+            ", ".join(idle),
+            training.strategy,
+        )
     table, assignments = without_test_rows(multimodal_dataset, client_assignments)
     data = from_arrow(table)
     base = TrainingSetup.from_params(training, seed, data)
