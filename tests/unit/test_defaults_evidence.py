@@ -70,8 +70,8 @@ def test_failed_runs_leave_their_pairs_out():
     assert defaults.paired_log_ratio(rows, "fedavg", "fdrmfl")["n"] == 7
 
 
-def _env_training(env: str, runtime: dict | None = None):
-    """An environment's validated training parameters (conf/base, the environment, runtime)."""
+def _env_params(env: str, runtime: dict | None = None):
+    """An environment's validated parameters (conf/base, the environment, runtime)."""
     from kedro.config import OmegaConfigLoader
 
     from fdrmfl_pipeline.params import ProjectParams
@@ -83,7 +83,11 @@ def _env_training(env: str, runtime: dict | None = None):
         merge_strategy={"parameters": "soft", "globals": "soft"},
         runtime_params=runtime or {},
     )
-    return ProjectParams.model_validate(dict(loader["parameters"])).training
+    return ProjectParams.model_validate(dict(loader["parameters"]))
+
+
+def _env_training(env: str, runtime: dict | None = None):
+    return _env_params(env, runtime).training
 
 
 def _get(training, dotted: str):
@@ -130,16 +134,7 @@ def test_the_registry_still_runs_the_published_method_there(env):
 )
 def test_each_environment_tunes_only_what_its_strategy_uses(env):
     """An environment that defaults to FedAvg must not spend its study on FDRMFL's weights."""
-    from kedro.config import OmegaConfigLoader
-
-    from fdrmfl_pipeline.params import ProjectParams
     from fdrmfl_pipeline.pipelines.tuning.nodes import ineffective_entries
 
-    loader = OmegaConfigLoader(
-        str(PROJECT_ROOT / "conf"),
-        base_env="base",
-        default_run_env="local" if env == "base" else env,
-        merge_strategy={"parameters": "soft", "globals": "soft"},
-    )
-    p = ProjectParams.model_validate(dict(loader["parameters"]))
+    p = _env_params(env)
     assert ineffective_entries(p.tuning, p.training) == [], env
