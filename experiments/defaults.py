@@ -34,6 +34,9 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from registry import VARIANTS  # noqa: E402
+
 RESULTS = HERE / "results"
 GRID = RESULTS / "strategies_tuned.parquet"
 logger = logging.getLogger("experiments.defaults")
@@ -58,16 +61,24 @@ CANDIDATES = [
     "fdrmfl-mi-kernel",
 ]
 REPORTED = ["local", "central"]
-# what a chosen variant sets in the environment's training parameters
+
+
+def _dotted(tree: dict, prefix: str = "") -> dict:
+    """{"loss": {"lambda_kl": 0.0}} -> {"loss.lambda_kl": 0.0}."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_dotted(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# what a chosen variant sets in the environment's training parameters: the registry's own
+# variant overrides (strategy fdrmfl unless the variant names another)
 SETTINGS = {
-    "fdrmfl": {"strategy": "fdrmfl"},
-    "fedavg": {"strategy": "fedavg"},
-    "fedprox": {"strategy": "fedprox"},
-    "moon": {"strategy": "moon"},
-    "fdrmfl-no-mi": {"strategy": "fdrmfl", "loss.lambda_mi": 0.0},
-    "fdrmfl-no-kl": {"strategy": "fdrmfl", "loss.lambda_kl": 0.0},
-    "fdrmfl-no-con": {"strategy": "fdrmfl", "loss.lambda_con": 0.0},
-    "fdrmfl-mi-kernel": {"strategy": "fdrmfl", "experimental.mi_estimator": "kernel"},
+    v: {"strategy": "fdrmfl", **_dotted(VARIANTS[v].get("training", {}))}
+    for v in [CURRENT, *CANDIDATES]
 }
 
 
@@ -110,7 +121,7 @@ def choose(rows: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     for v in beaters:  # simplest first
         if not any(paired_log_ratio(rows, o, v)["hi"] < 0 for o in beaters if o != v):
             return v, table
-    return beaters[0], table  # unreachable unless intervals are inconsistent
+    return beaters[0], table  # the beaters beat each other in a cycle: the simplest
 
 
 def choices(grid: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame, int]]:

@@ -51,7 +51,6 @@ FIRST_SEED = 100
 # the corn spectra are never committed: read from beside the repository or FDRMFL_CORN_DIR
 CORN_DIR = Path(os.environ.get("FDRMFL_CORN_DIR", HERE.parent.parent / "shared/datasets/corn"))
 
-
 # data: (environment or None for conf/base, parameters)
 DATA = {
     # the project defaults (PLS warm start, 5 rounds x 3 epochs at lr 1e-3)
