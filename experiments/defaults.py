@@ -37,6 +37,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from registry import VARIANTS  # noqa: E402
 
+from fdrmfl_pipeline.best_params import flatten  # noqa: E402
+
 RESULTS = HERE / "results"
 GRID = RESULTS / "strategies_tuned.parquet"
 logger = logging.getLogger("experiments.defaults")
@@ -63,21 +65,10 @@ CANDIDATES = [
 REPORTED = ["local", "central"]
 
 
-def _dotted(tree: dict, prefix: str = "") -> dict:
-    """{"loss": {"lambda_kl": 0.0}} -> {"loss.lambda_kl": 0.0}."""
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_dotted(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 # what a chosen variant sets in the environment's training parameters: the registry's own
 # variant overrides (strategy fdrmfl unless the variant names another)
 SETTINGS = {
-    v: {"strategy": "fdrmfl", **_dotted(VARIANTS[v].get("training", {}))}
+    v: {"strategy": "fdrmfl", **flatten(VARIANTS[v].get("training", {}))}
     for v in [CURRENT, *CANDIDATES]
 }
 
