@@ -21,11 +21,13 @@ deployment sets 0.02 for every process it starts (SuperNodes, warm ClientApps, t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import time
 import types
+from collections.abc import Iterator
 
 logger = logging.getLogger(__name__)
 PATCHED_FOR = "1.42.0"
@@ -61,6 +63,26 @@ def shorten_object_pulls(initial: float | None = None) -> bool:
     for fn in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
         fn.__kwdefaults__.update(initial_backoff=initial, backoff_cap=10 * initial)
     return True
+
+
+@contextlib.contextmanager
+def object_pulls_within(seconds: float) -> Iterator[None]:
+    """Inside the block, give up pulling one message's objects after ``seconds`` (Flower
+    retries up to 500 times or 2 hours). A SuperNode killed halfway through uploading its reply
+    then yields Flower's MESSAGE_UNAVAILABLE error for that reply by the caller's deadline,
+    instead of holding the other clients' replies, pulled in the same call, behind it."""
+    from flwr.supercore.inflatable import inflatable_utils
+
+    defaults = inflatable_utils.pull_objects.__kwdefaults__
+    if not defaults or "max_time" not in defaults:
+        yield
+        return
+    before = defaults["max_time"]
+    defaults["max_time"] = max(0.5, float(seconds))
+    try:
+        yield
+    finally:
+        defaults["max_time"] = before
 
 
 def main() -> None:

@@ -81,14 +81,19 @@ def _audit(kind: str, replies: dict) -> None:
 def send_and_receive(grid: Grid, messages: list[Message], timeout: float) -> list[Message]:
     """Push ``messages`` and pull their replies until all arrived or ``timeout`` passed, like
     ``Grid.send_and_receive`` but polling every 0.02 s, backing off to 0.2 s while nothing comes
-    (Flower 1.42's deployment grid waits 3 s between pulls, most of a short exchange)."""
+    (Flower 1.42's deployment grid waits 3 s between pulls, most of a short exchange). A reply
+    whose objects never finish arriving (its sender died mid-upload) comes back as Flower's
+    error reply once the deadline passes, without holding up the others."""
+    from fdrmfl_pipeline.flower.fast_supernode import object_pulls_within
+
     pending = set(grid.push_messages(messages))
     mark("push", messages=sorted(pending))
     deadline = time.monotonic() + timeout
     out: list[Message] = []
     wait = 0.02
     while pending:
-        replies = list(grid.pull_messages(pending))
+        with object_pulls_within(deadline - time.monotonic()):
+            replies = list(grid.pull_messages(pending))
         for r in replies:
             mark("reply", message=r.metadata.reply_to_message_id)
         out.extend(replies)
@@ -253,14 +258,21 @@ class FlowerRunner:
             )
             for c, content in contents.items()
         }
-        by_node = {m.metadata.dst_node_id: c for c, m in msgs.items()}
         replies, failures = {}, {}
-        for reply in send_and_receive(self.grid, list(msgs.values()), self.job.round_timeout):
-            c = by_node.get(reply.metadata.src_node_id)
+        answered = send_and_receive(self.grid, list(msgs.values()), self.job.round_timeout)
+        # by the message each reply answers (ids are set by the push): Flower's own error
+        # replies (e.g. a reply whose upload never finished) come from the server's node
+        asked = {m.metadata.message_id: c for c, m in msgs.items()}
+        for reply in answered:
+            c = asked.get(reply.metadata.reply_to_message_id)
             if c is None:
                 continue
             if reply.has_error():
                 failures[c] = f"{reply.error.code}: {reply.error.reason}"
+            elif reply.metadata.src_node_id != self.node_of[c]:
+                failures[c] = (
+                    f"reply from SuperNode {reply.metadata.src_node_id}, not the one asked"
+                )
             else:
                 replies[c] = reply
         for c in contents:
