@@ -42,11 +42,14 @@ from fdrmfl_pipeline.flower import secure
 from fdrmfl_pipeline.flower.job import FlowerJob
 from fdrmfl_pipeline.flower.records import (
     arrays_record,
+    is_sealed,
     record_arrays,
     record_scaler,
     record_state,
+    seal,
     state_record,
     stats_record,
+    unseal,
 )
 from fdrmfl_pipeline.flower.trace import mark
 
@@ -214,13 +217,20 @@ def _client_id(context: Context, job: FlowerJob) -> int:
 
 
 def _traced(handler):
-    """``handler`` with its start and end in the deployment trace (:mod:`.trace`)."""
+    """``handler`` with its start and end in the deployment trace (:mod:`.trace`), reading a
+    sealed message (:func:`.records.seal`) and sealing its reply the same way."""
 
     @functools.wraps(handler)
     def run(msg: Message, context: Context) -> Message:
         mark("handler-start", kind=handler.__name__, message=msg.metadata.message_id)
         try:
-            return handler(msg, context)
+            sealed = msg.has_content() and is_sealed(msg.content)
+            if sealed:  # the server sends one record per message (records.seal)
+                msg.content = unseal(msg.content)
+            reply = handler(msg, context)
+            if sealed and reply.has_content():
+                reply.content = seal(reply.content)
+            return reply
         finally:
             mark("handler-end", kind=handler.__name__, message=msg.metadata.message_id)
 

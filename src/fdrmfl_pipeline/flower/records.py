@@ -9,6 +9,12 @@ record's named arrays into a single ``uint8`` array: an 8-byte little-endian hea
 JSON header (name, dtype, shape of each array, in order) and the arrays' bytes back to back.
 :func:`record_arrays` unpacks it and checks it as untrusted input: only numeric dtypes, sizes
 that add up exactly, no pickles, no compression.
+
+**One record per message.** Each record of a message (and each array and chunk in it) is a
+separate object, pulled or pushed with its own request at every hop (ServerApp, SuperLink,
+SuperNode, ClientApp). :func:`seal` therefore turns a message's whole content into one record of
+one ``uint8`` array (Flower's own protobuf encoding of the content) just before it is sent, and
+:func:`unseal` turns it back on arrival, so a message is four objects whatever it holds.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import json
 from typing import TYPE_CHECKING
 
 import numpy as np
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, RecordDict
 
 from fdrmfl_pipeline.core.clientdata import Scaler, SufficientStats
 
@@ -28,6 +34,7 @@ State = dict[str, "torch.Tensor"]
 
 
 PACKED = "packed"  # the one array of a packed record
+SEALED = "sealed"  # the one record of a sealed message content
 _DTYPES = {"<f8", "<f4", "<f2", "<i8", "<i4", "<i2", "|i1", "<u8", "<u4", "<u2", "|u1", "|b1"}
 
 
@@ -143,3 +150,38 @@ def record_stats(rec: ArrayRecord) -> SufficientStats:
         float(y[1]),
         float(y[2]),
     )
+
+
+def seal(content: RecordDict) -> RecordDict:
+    """``content`` as one record of one array (see the module docstring)."""
+    from flwr.common.serde import recorddict_to_proto
+
+    buf = np.frombuffer(recorddict_to_proto(content).SerializeToString(), np.uint8)
+    return RecordDict({SEALED: ArrayRecord({PACKED: Array(buf)})})
+
+
+def is_sealed(content: RecordDict) -> bool:
+    return list(content.keys()) == [SEALED] and SEALED in content.array_records
+
+
+def unseal(content: RecordDict) -> RecordDict:
+    """The content :func:`seal` wrapped (any other content is returned as it is); a sealed
+    record that does not hold a message content raises :class:`PackedRecordError`."""
+    if not is_sealed(content):
+        return content
+    from flwr.common.serde import recorddict_from_proto
+    from flwr.proto.recorddict_pb2 import RecordDict as RecordDictProto
+    from google.protobuf.message import DecodeError
+
+    rec = content.array_records[SEALED]
+    if list(rec.keys()) != [PACKED]:
+        raise PackedRecordError(f"sealed record holds {sorted(rec.keys())}, expected ['{PACKED}']")
+    buf = rec[PACKED].numpy()
+    if buf.dtype != np.uint8 or buf.ndim != 1:
+        raise PackedRecordError(f"sealed record is {buf.dtype} {buf.shape}, expected 1-d uint8")
+    proto = RecordDictProto()
+    try:
+        proto.ParseFromString(buf.tobytes())
+        return recorddict_from_proto(proto)
+    except (DecodeError, ValueError, TypeError, KeyError) as err:
+        raise PackedRecordError(f"sealed record is not a message content: {err}") from err

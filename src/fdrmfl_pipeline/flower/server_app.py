@@ -42,7 +42,9 @@ from fdrmfl_pipeline.flower.records import (
     record_state,
     record_stats,
     scaler_record,
+    seal,
     state_record,
+    unseal,
 )
 from fdrmfl_pipeline.flower.secure import SecureSums
 from fdrmfl_pipeline.flower.trace import mark
@@ -78,6 +80,18 @@ def _audit(kind: str, replies: dict) -> None:
             )
 
 
+def _unseal_reply(reply: Message) -> None:
+    """A reply's content as the ClientApp wrote it; an unreadable sealed content becomes an
+    empty one (the caller then names what the reply lacks) and is logged with its sender."""
+    if reply.has_error():
+        return
+    try:
+        reply.content = unseal(reply.content)
+    except PackedRecordError as err:
+        logger.error("reply from SuperNode %d: %s", reply.metadata.src_node_id, err)
+        reply.content = RecordDict()
+
+
 def send_and_receive(grid: Grid, messages: list[Message], timeout: float) -> list[Message]:
     """Push ``messages`` and pull their replies until all arrived or ``timeout`` passed, like
     ``Grid.send_and_receive`` but polling every 0.02 s, backing off to 0.2 s while nothing comes
@@ -86,6 +100,9 @@ def send_and_receive(grid: Grid, messages: list[Message], timeout: float) -> lis
     error reply once the deadline passes, without holding up the others."""
     from fdrmfl_pipeline.flower.fast_supernode import object_pulls_within
 
+    mark("push-start")
+    for m in messages:  # one object per message on the wire (records.seal)
+        m.content = seal(m.content)
     pending = set(grid.push_messages(messages))
     mark("push", messages=sorted(pending))
     deadline = time.monotonic() + timeout
@@ -96,6 +113,7 @@ def send_and_receive(grid: Grid, messages: list[Message], timeout: float) -> lis
             replies = list(grid.pull_messages(pending))
         for r in replies:
             mark("reply", message=r.metadata.reply_to_message_id)
+            _unseal_reply(r)
         out.extend(replies)
         pending -= {r.metadata.reply_to_message_id for r in replies}
         if not pending or time.monotonic() >= deadline:
