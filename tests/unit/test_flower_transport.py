@@ -121,6 +121,7 @@ def test_the_trace_is_off_by_default_and_summarised_when_on(tmp_path, monkeypatc
     path = tmp_path / "t.jsonl"
     rows = [
         (0.0, "deploy-start", {}),
+        (0.5, "partitioned", {}),
         (1.0, "flwr-run", {}),
         (3.0, "connected", {}),
         (3.0, "push", {"messages": ["a", "b"]}),
@@ -138,8 +139,9 @@ def test_the_trace_is_off_by_default_and_summarised_when_on(tmp_path, monkeypatc
     out = trace.summarize(str(path))
     assert dict(out["phases"]) == pytest.approx(
         {
-            "ingestion, partitioning, SuperLink": 1.0,
-            "SuperNodes, warm servers and ServerApp start; clients described": 2.0,
+            "ingestion and partitioning (SuperLink, zygote start)": 0.5,
+            "SuperLink, SuperNodes and warm servers ready": 0.5,
+            "ServerApp starts; clients connect and describe their data": 2.0,
             "federated warm start": 2.0,
         }
     )
@@ -173,3 +175,83 @@ def test_the_warm_up_trains_once_on_the_clients_own_rows(tmp_path):
     raw = preload(str(path), str(tmp_path / "client_1.parquet"))
     assert raw.client_id == 1
     warm_up(str(path), raw)  # trains and evaluates a throwaway model; raises if it cannot
+
+
+def _client_file_and_job(tmp_path):
+    import pyarrow.parquet as pq
+
+    from fdrmfl_pipeline.core.clientdata import client_table
+    from fdrmfl_pipeline.core.modalities import to_arrow
+    from fdrmfl_pipeline.core.setup import TrainingSetup
+    from fdrmfl_pipeline.flower.job import FlowerJob
+    from fdrmfl_pipeline.params import TrainingParams
+
+    from ..tiny import tiny_clients
+
+    data, assign, _, _, _ = tiny_clients()
+    pq.write_table(client_table(to_arrow(data), assign, 1), tmp_path / "client_1.parquet")
+    setup = TrainingSetup.from_params(TrainingParams(), 0, data)
+    job = FlowerJob.create(
+        setup, clients_dir=str(tmp_path), expected_clients=1, output_dir=str(tmp_path / "o")
+    )
+    return str(job.save(tmp_path / "job.json")), str(tmp_path / "client_1.parquet")
+
+
+def test_the_zygote_warms_up_on_rows_of_the_jobs_shapes_not_a_clients(tmp_path):
+    from fdrmfl_pipeline.flower import client_app
+
+    job, _ = _client_file_and_job(tmp_path)
+    read = client_app._load_raw.cache_info().misses
+    client_app.warm_up(job, None)  # trains and evaluates on synthetic rows; raises if it cannot
+    assert client_app._load_raw.cache_info().misses == read  # no client file was read
+
+
+def test_a_warm_server_prepares_the_rows_for_the_scaler_its_clientapps_report(
+    tmp_path, monkeypatch
+):
+    """A forked ClientApp reports each new scaler through a pipe; its server prepares the
+    SuperNode's rows (and the warm-start aggregates) for it, so the next ClientApps it forks
+    neither scale nor build the design again, and find exactly what they would have built."""
+    import os
+
+    from fdrmfl_pipeline.core import warmstart
+    from fdrmfl_pipeline.core.clientdata import federated_scaler, scale_client
+    from fdrmfl_pipeline.flower import client_app, warm
+    from fdrmfl_pipeline.flower.job import FlowerJob
+    from fdrmfl_pipeline.flower.records import scaler_record
+
+    job_path, data_path = _client_file_and_job(tmp_path)
+    job = FlowerJob.load(job_path)
+    raw = client_app.preload(job_path, data_path)
+    shapes = {m.name: tuple(m.shape) for m in job.setup.model.modalities}
+    rec = scaler_record(federated_scaler({1: raw.stats}, shapes, job.setup.x_scaling))
+    fresh = scale_client(raw, client_app.record_scaler(rec), job.setup.modalities)
+    monkeypatch.setattr(client_app, "_SCALED", type(client_app._SCALED)())
+    monkeypatch.setattr(client_app, "_AGGREGATES", type(client_app._AGGREGATES)())
+
+    # the child: reports the scaler the first time it prepares rows for it, not again
+    r, w = os.pipe()
+    monkeypatch.setattr(client_app, "_ON_NEW_SCALER", warm._report_to(w))
+    ctx = client_app._node_context(data_path)
+    client_app._scaled(ctx, job, raw, rec)
+    client_app._scaled(ctx, job, raw, rec)
+    os.close(w)
+    # the server: reads the report when the child exits, prepares the rows before its next fork
+    monkeypatch.setattr(client_app, "_SCALED", type(client_app._SCALED)())
+    monkeypatch.setattr(client_app, "_ON_NEW_SCALER", None)  # the server reports to nobody
+    warm._read_reports(r)
+    assert warm._LEARNED.qsize() == 1
+    warm._learn((job_path, data_path))
+    assert warm._LEARNED.empty() and len(client_app._SCALED) == 1
+
+    def rebuilt(*args, **kwargs):
+        raise AssertionError("prepared again")
+
+    monkeypatch.setattr(client_app, "scale_client", rebuilt)
+    monkeypatch.setattr(warmstart, "ClientAggregates", rebuilt)
+    got = client_app._scaled(ctx, job, raw, rec)
+    client_app._query_aggregates(ctx, job, raw, rec)
+    for split in ("train", "val", "test"):
+        for m in job.setup.modalities:
+            assert np.array_equal(got.splits[split].x[m], fresh.splits[split].x[m])
+        assert np.array_equal(got.splits[split].y, fresh.splits[split].y)

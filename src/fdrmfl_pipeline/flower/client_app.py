@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fdrmfl_pipeline.core.clientdata import (
@@ -41,8 +41,10 @@ from fdrmfl_pipeline.core.modalities import from_arrow
 from fdrmfl_pipeline.flower import secure
 from fdrmfl_pipeline.flower.job import FlowerJob
 from fdrmfl_pipeline.flower.records import (
+    PACKED,
     arrays_record,
     is_sealed,
+    pack_arrays,
     record_arrays,
     record_scaler,
     record_state,
@@ -78,24 +80,25 @@ def _client_raw(context: Context, job: FlowerJob) -> RawClient:
     return _load_raw(*_file_key(context, job))
 
 
+def _node_context(data_path: str) -> Context:
+    """The context a SuperNode given ``data_path`` hands its ClientApps, as far as reading
+    its rows goes (a warm server prepares them before any message)."""
+    return Context(
+        run_id=0, node_id=0, node_config={"data-path": data_path}, state=RecordDict(), run_config={}
+    )
+
+
 def preload(job_path: str, data_path: str) -> RawClient:
     """Read and prepare a SuperNode's client file for ``job_path`` before any message comes:
     a warm server (``flower/warm.py``) calls it once, and every ClientApp it forks finds the
     rows in memory."""
-    job = FlowerJob.load(job_path)
-    st = os.stat(data_path)
-    return _load_raw(
-        str(data_path),
-        st.st_mtime_ns,
-        st.st_size,
-        tuple(job.setup.modalities),
-        job.setup.federation.seed,
-    )
+    return _client_raw(_node_context(data_path), FlowerJob.load(job_path))
 
 
-def warm_up(job_path: str, raw: RawClient) -> None:
+def warm_up(job_path: str, raw: RawClient | None) -> None:
     """Train and evaluate a throwaway model once on a few of the client's own rows, with a
-    scaler from its own statistics (nothing leaves the process). A warm server
+    scaler from its own statistics (nothing leaves the process), or on synthetic rows of the
+    job's shapes when ``raw`` is None (a zygote that holds no client's data). A warm server
     (``flower/warm.py``) calls it before it forks: torch's first training step in a process
     costs about a second of one-time kernel set-up, which every forked ClientApp would
     otherwise pay again. Torch threads are fixed first (``setup_torch``: one thread, so no
@@ -103,23 +106,50 @@ def warm_up(job_path: str, raw: RawClient) -> None:
     import dataclasses
 
     from fdrmfl_pipeline.core.client import evaluate_mse, local_update, model_from_state
-    from fdrmfl_pipeline.core.clientdata import SplitArrays, federated_scaler
+    from fdrmfl_pipeline.core.clientdata import ClientData, SplitArrays, federated_scaler
     from fdrmfl_pipeline.core.model import build_model
 
     setup = FlowerJob.load(job_path).setup
     setup.setup_torch()
-    shapes = {m.name: tuple(m.shape) for m in setup.model.modalities}
-    categorical = setup.model.n_classes > 0
-    scaler = federated_scaler(
-        {raw.client_id: raw.stats}, shapes, setup.x_scaling, categorical=categorical
-    )
-    data = scale_client(raw, scaler, setup.modalities)
-    k = min(data.train.n, 2 * setup.local.batch_size + 1)  # full batches and a short one
-    tr = data.train
-    few = SplitArrays(
-        tr.sample_ids[:k], {m: v[:k] for m, v in tr.x.items()}, tr.mask[:k], tr.y[:k], tr.y_raw[:k]
-    )
-    data = dataclasses.replace(data, splits={**data.splits, "train": few})
+    k = 2 * setup.local.batch_size + 1  # full batches and a short one
+    if raw is None:
+        rng = np.random.default_rng(0)
+        y = (
+            rng.integers(0, setup.model.n_classes, k)
+            if setup.model.n_classes > 0
+            else rng.standard_normal(k)
+        )
+        rows = SplitArrays(
+            np.arange(k),
+            {
+                m.name: rng.standard_normal((k, *m.shape)).astype(np.float32)
+                for m in setup.model.modalities
+            },
+            np.ones((k, len(setup.model.modalities)), bool),
+            y.astype(np.float32),
+            y.astype(np.float64),
+        )
+        available = np.ones(len(setup.model.modalities), bool)
+        data = ClientData(-1, dict.fromkeys(("train", "val", "test"), rows), available)
+        y_mean, y_std = 0.0, 1.0
+    else:
+        shapes = {m.name: tuple(m.shape) for m in setup.model.modalities}
+        categorical = setup.model.n_classes > 0
+        scaler = federated_scaler(
+            {raw.client_id: raw.stats}, shapes, setup.x_scaling, categorical=categorical
+        )
+        data = scale_client(raw, scaler, setup.modalities)
+        k = min(data.train.n, k)
+        tr = data.train
+        few = SplitArrays(
+            tr.sample_ids[:k],
+            {m: v[:k] for m, v in tr.x.items()},
+            tr.mask[:k],
+            tr.y[:k],
+            tr.y_raw[:k],
+        )
+        data = dataclasses.replace(data, splits={**data.splits, "train": few})
+        y_mean, y_std = scaler.y_mean, scaler.y_std
     state = build_model(setup.model, setup.federation.seed).state_dict()
     _, local_state = local_update(
         setup.model,
@@ -131,7 +161,7 @@ def warm_up(job_path: str, raw: RawClient) -> None:
         1,
         state if setup.local.anchor_mu > 0 else None,
     )
-    evaluate_mse(model_from_state(setup.model, local_state), data.val, scaler.y_mean, scaler.y_std)
+    evaluate_mse(model_from_state(setup.model, local_state), data.val, y_mean, y_std)
 
 
 @functools.lru_cache(maxsize=256)
@@ -145,25 +175,68 @@ def _load_raw(path: str, mtime_ns: int, size: int, modalities: tuple, seed: int)
 
 
 _SCALED: OrderedDict = OrderedDict()  # (client data, scaler) -> scaled splits, newest last
+_AGGREGATES: OrderedDict = OrderedDict()  # (client data, scaler, absent) -> query aggregates
+# set in a ClientApp forked by a warm server (flower/warm.py): called with the packed arrays of
+# every scaler this process prepares the rows for, so the server prepares them once for the next
+_ON_NEW_SCALER = None
 
 
-def _scaled(context: Context, job: FlowerJob, raw: RawClient, rec) -> ClientData:
-    """``scale_client`` of the scaler in record ``rec``, reused while the file and the scaler
-    are unchanged."""
+def _newest(cache: OrderedDict, key, make):
+    if key not in cache:
+        cache[key] = make()
+        while len(cache) > 64:
+            cache.popitem(last=False)
+    cache.move_to_end(key)
+    return cache[key]
+
+
+def _scaled_key(file_key: tuple, rec) -> tuple:
     import hashlib
 
     h = hashlib.sha256()
     for name, value in sorted(record_arrays(rec).items()):
         h.update(name.encode())
         h.update(np.ascontiguousarray(value).tobytes())
-    key = (_file_key(context, job), h.hexdigest())
-    modalities = job.setup.modalities
-    if key not in _SCALED:
-        _SCALED[key] = scale_client(raw, record_scaler(rec), modalities)
-        while len(_SCALED) > 64:
-            _SCALED.popitem(last=False)
-    _SCALED.move_to_end(key)
-    return _SCALED[key]
+    return (file_key, h.hexdigest())
+
+
+def _scaled(context: Context, job: FlowerJob, raw: RawClient, rec) -> ClientData:
+    """``scale_client`` of the scaler in record ``rec``, reused while the file and the scaler
+    are unchanged."""
+    key = _scaled_key(_file_key(context, job), rec)
+    if key not in _SCALED and _ON_NEW_SCALER is not None:
+        _ON_NEW_SCALER(pack_arrays(record_arrays(rec)).tobytes())
+    return _newest(
+        _SCALED, key, lambda: scale_client(raw, record_scaler(rec), job.setup.modalities)
+    )
+
+
+def _query_aggregates(context: Context, job: FlowerJob, raw: RawClient, rec):
+    """The warm-start aggregates of the client's round-0 rows (the modalities it has at the
+    start) under the scaler in ``rec``, built once per scaler."""
+    from fdrmfl_pipeline.core.warmstart import ClientAggregates
+
+    key = (*_scaled_key(_file_key(context, job), rec), "queries")
+    absent = job.setup.federation.absent(raw.client_id, 0)
+    return _newest(
+        _AGGREGATES,
+        key,
+        lambda: ClientAggregates(
+            without_modalities(_scaled(context, job, raw, rec), absent, job.setup.modalities),
+            job.setup.modalities,
+        ),
+    )
+
+
+def remember_scaler(job_path: str, data_path: str, packed: bytes) -> None:
+    """In a warm server: prepare this SuperNode's rows (and its warm-start aggregates) for a
+    scaler one of its ClientApps met, so every later ClientApp it forks finds them ready. The
+    scaler is the job's; the rows are this SuperNode's own, already in this process."""
+    job, context = FlowerJob.load(job_path), _node_context(data_path)
+    rec = ArrayRecord({PACKED: Array(np.frombuffer(packed, np.uint8).copy())})
+    raw = _client_raw(context, job)
+    _scaled(context, job, raw, rec)
+    _query_aggregates(context, job, raw, rec)
 
 
 def _maybe_fail(client_id: int, round_: int) -> None:
@@ -182,17 +255,11 @@ def _pls_arrays(
     """One aggregate for the server's warm start (``core.warmstart``): X^T y, X^T X r, or the
     validation squared errors of candidate coefficient vectors (under secure aggregation: the
     validation MSE and a 1, summable). Never a row of data."""
-    from fdrmfl_pipeline.core.warmstart import ClientAggregates
     from fdrmfl_pipeline.core.warmstart.protocol import val_mse_answer
 
     op = str(content.config_records["pls"]["op"])
     # the warm start (round 0) sees only the modalities the client has at the start
-    data = without_modalities(
-        _scaled(context, job, raw, content.array_records["scaler"]),
-        job.setup.federation.absent(raw.client_id, 0),
-        job.setup.modalities,
-    )
-    agg = ClientAggregates(data, job.setup.modalities)
+    agg = _query_aggregates(context, job, raw, content.array_records["scaler"])
     if op == "cross":
         return {"v": agg.cross()}
     if op == "gram":

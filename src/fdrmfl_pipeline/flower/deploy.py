@@ -150,36 +150,9 @@ def federate_local(
     mark("deploy-start")
     project = project.resolve()
     runtime = _merge(params or {}, {"partitioning": {"n_clients": clients, "export_clients": True}})
-    with _session(project, env, runtime) as session:
-        session.run(pipeline_names=["ingestion", "partitioning"])
-    mark("partitioned")
-    with _session(project, env, runtime) as session:
-        context = session.load_context()
-        catalog, all_params = context.catalog, context.params
-    training, seed = (
-        TrainingParams.model_validate(dict(all_params["training"]))
-        if isinstance(all_params["training"], dict)
-        else all_params["training"],
-        all_params["seed"],
-    )
-    if training.strategy in ("local", "central"):
-        raise ValueError(f"strategy '{training.strategy}' needs the inprocess engine")
-    clients_dir = project / "data/03_primary/clients"
-    data = from_arrow(pq.read_table(clients_dir / "client_0.parquet"))  # shapes and kinds only
-    setup = TrainingSetup.from_params(training, seed, data)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H.%M.%S.%fZ")
     run_dir = project / "data/06_models/flower" / stamp
     run_dir.mkdir(parents=True)
-    job = FlowerJob.create(
-        setup,
-        clients_dir=str(clients_dir),
-        expected_clients=clients,
-        output_dir=str(run_dir),
-        round_timeout=round_timeout,
-        checkpoint_path=str(run_dir / "checkpoint.pt"),
-    )
-    job_path = job.save(run_dir / "job.json")
-
     bindir = str(Path(sys.executable).parent)
     env_vars = {
         **os.environ,
@@ -200,8 +173,22 @@ def federate_local(
         f'[superlink]\ndefault = "fdrmfl-local"\n\n[superlink.fdrmfl-local]\n'
         f'address = "127.0.0.1:{link_port}"\ninsecure = true\n'
     )
+    warm_dir = Path(tempfile.mkdtemp(prefix="fdrmfl-warm-"))  # short: a socket path
+    zygote_sock = warm_dir / "zygote.sock"
+    link_env = env_vars
+    if warm:  # the SuperLink's ServerApp is forked from the zygote (warm.py), like ClientApps
+        from fdrmfl_pipeline.flower.warm import write_shim
+
+        write_shim(
+            warm_dir / "serverapp-bin", zygote_sock, f"{bindir}/flwr-serverapp", "flwr-serverapp"
+        )
+        link_env = {
+            **env_vars,
+            "PATH": f"{warm_dir / 'serverapp-bin'}{os.pathsep}{env_vars['PATH']}",
+        }
     procs = Processes()
     try:
+        # the SuperLink starts while this process runs ingestion and partitioning
         link = procs.start(
             "superlink",
             [
@@ -214,52 +201,81 @@ def federate_local(
                 "--disable-runtime-dependency-installation",
             ],
             run_dir / "superlink.log",
-            env_vars,
+            link_env,
         )
+        if warm:  # imports torch, Flower and this package once for every app process
+            zygote = procs.start(
+                "warm-zygote",
+                [sys.executable, "-m", "fdrmfl_pipeline.flower.warm", "zygote"]
+                + ["--socket", str(zygote_sock)],
+                run_dir / "warm-zygote.log",
+                env_vars,
+            )
+        with _session(project, env, runtime) as session:
+            session.run(pipeline_names=["ingestion", "partitioning"])
+        mark("partitioned")
+        with _session(project, env, runtime) as session:
+            context = session.load_context()
+            all_params = context.params
+        training, seed = (
+            TrainingParams.model_validate(dict(all_params["training"]))
+            if isinstance(all_params["training"], dict)
+            else all_params["training"],
+            all_params["seed"],
+        )
+        if training.strategy in ("local", "central"):
+            raise ValueError(f"strategy '{training.strategy}' needs the inprocess engine")
+        clients_dir = project / "data/03_primary/clients"
+        data = from_arrow(pq.read_table(clients_dir / "client_0.parquet"))  # shapes and kinds
+        setup = TrainingSetup.from_params(training, seed, data)
+        job = FlowerJob.create(
+            setup,
+            clients_dir=str(clients_dir),
+            expected_clients=clients,
+            output_dir=str(run_dir),
+            round_timeout=round_timeout,
+            checkpoint_path=str(run_dir / "checkpoint.pt"),
+        )
+        job_path = job.save(run_dir / "job.json")
         _wait_port(link_port, 60, link, run_dir / "superlink.log")
         secret = {c: secrets.token_hex(32) for c in range(clients)}
 
-        warm_dir = Path(tempfile.mkdtemp(prefix="fdrmfl-warm-"))  # short: a socket path
-
-        def start_warm(c: int, log_name: str) -> tuple[Path, Path, subprocess.Popen]:
-            """The SuperNode's warm ClientApp server and its ``flwr-clientapp`` shim."""
+        def warm_shim(log_name: str) -> tuple[Path, Path]:
+            """The socket of the SuperNode's warm ClientApp server, and its shim directory."""
             from fdrmfl_pipeline.flower.warm import write_shim
 
-            sock = warm_dir / f"{log_name}.sock"
-            proc = procs.start(
-                f"warm-{log_name}",
-                [
-                    sys.executable,
-                    "-m",
-                    "fdrmfl_pipeline.flower.warm",
-                    "serve",
-                    "--socket",
-                    str(sock),
-                    "--job",
-                    str(job_path),
-                    "--data-path",
-                    str(clients_dir / f"client_{c}.parquet"),
-                ],
-                run_dir / f"warm-{log_name}.log",
-                env_vars,
-            )
-            shim_dir = warm_dir / f"{log_name}-bin"
+            sock, shim_dir = warm_dir / f"{log_name}.sock", warm_dir / f"{log_name}-bin"
             write_shim(shim_dir, sock, f"{bindir}/flwr-clientapp")
-            return sock, shim_dir, proc
+            return sock, shim_dir
 
-        def start_supernode(c: int, log_name: str, warm_server=None) -> int:
-            """Start the SuperNode (after its warm server is ready); returns its port."""
+        def wait_socket(sock: Path, alive, what: str, log: Path) -> None:
+            deadline = time.monotonic() + 120
+            while not sock.exists():
+                if not alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"{what} did not start; see {log}")
+                time.sleep(0.05)
+
+        def spawn_warm(c: int, log_name: str, sock: Path) -> None:
+            """Fork the SuperNode's warm server from the zygote; wait until it accepts."""
+            from fdrmfl_pipeline.flower.warm import spawn_server
+
+            log = run_dir / "warm-zygote.log"
+            wait_socket(zygote_sock, lambda: zygote.poll() is None, "the warm zygote", log)
+            pid = spawn_server(
+                zygote_sock, sock, str(job_path), str(clients_dir / f"client_{c}.parquet")
+            )
+            wait_socket(
+                sock,
+                lambda: zygote.poll() is None and Path(f"/proc/{pid}").exists(),
+                f"the warm ClientApp server of {log_name}",
+                log,
+            )
+
+        def start_supernode(c: int, log_name: str, shim_dir: Path | None) -> int:
+            """Start the SuperNode (its ClientApps forked by the server behind ``shim_dir``);
+            returns its port."""
             node_env = env_vars
-            if warm_server is not None:
-                sock, shim_dir, proc = warm_server
-                deadline = time.monotonic() + 120
-                while not sock.exists():
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(
-                            f"the warm ClientApp server of {log_name} did not start; "
-                            f"see {run_dir / f'warm-{log_name}.log'}"
-                        )
-                    time.sleep(0.05)
+            if shim_dir is not None:
                 node_env = {**env_vars, "PATH": f"{shim_dir}{os.pathsep}{env_vars['PATH']}"}
             port = free_port()
             procs.start(
@@ -291,14 +307,26 @@ def federate_local(
             _wait_port(port, 60, procs.procs[log_name], run_dir / f"{log_name}.log")
 
         def start_node(c: int, log_name: str) -> None:
-            server = start_warm(c, log_name) if warm else None
-            wait_supernode(log_name, start_supernode(c, log_name, server))
+            shim_dir = None
+            if warm:
+                sock, shim_dir = warm_shim(log_name)
+                spawn_warm(c, log_name, sock)
+            wait_supernode(log_name, start_supernode(c, log_name, shim_dir))
 
         mark("superlink-up")
-        # everything starts at once: the warm servers import torch side by side, and the
-        # ServerApp (which waits for the SuperNodes to connect) starts while they do
+        # the SuperNodes start while the zygote imports; a SuperNode gets no message before
+        # ``flwr run``, which waits for every warm server
         names = [f"supernode-{c}" for c in range(clients)]
-        servers = [start_warm(c, names[c]) if warm else None for c in range(clients)]
+        shims = [warm_shim(n) if warm else (None, None) for n in names]
+        ports = [start_supernode(c, names[c], shims[c][1]) for c in range(clients)]
+        if warm:
+            from fdrmfl_pipeline.flower.warm import warm_zygote
+
+            log = run_dir / "warm-zygote.log"
+            wait_socket(zygote_sock, lambda: zygote.poll() is None, "the warm zygote", log)
+            warm_zygote(zygote_sock, str(job_path))
+            for c in range(clients):
+                spawn_warm(c, names[c], shims[c][0])
         mark("flwr-run")
         run = procs.start(
             "flwr-run",
@@ -314,7 +342,6 @@ def federate_local(
             run_dir / "flwr-run.log",
             env_vars,
         )
-        ports = [start_supernode(c, names[c], servers[c]) for c in range(clients)]
         for name, port in zip(names, ports, strict=True):
             wait_supernode(name, port)
         mark("supernodes-up")
@@ -355,8 +382,7 @@ def federate_local(
             time.sleep(0.5)
     finally:
         procs.stop_all()
-        if "warm_dir" in locals():
-            shutil.rmtree(warm_dir, ignore_errors=True)
+        shutil.rmtree(warm_dir, ignore_errors=True)
         left = procs.alive()
         if left:
             logger.error("processes still alive after cleanup: %s", left)

@@ -94,6 +94,10 @@ def main() -> None:
     if flwr.__version__ == PATCHED_FOR and hasattr(start_client_internal, "time"):
         cap_sleeps(start_client_internal, cap)
         shorten_object_pulls()
+        from fdrmfl_pipeline.flower.trace import wrap
+
+        wrap(start_client_internal, "_pull_and_store_message", "sn-pull")
+        wrap(start_client_internal, "_push_messages", "sn-push")
     else:
         logging.basicConfig()
         logger.warning(

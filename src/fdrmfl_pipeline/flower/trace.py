@@ -24,8 +24,9 @@ def mark(event: str, **fields) -> None:
 
 
 PHASES = (
-    ("deploy-start", "flwr-run", "ingestion, partitioning, SuperLink"),
-    ("flwr-run", "connected", "SuperNodes, warm servers and ServerApp start; clients described"),
+    ("deploy-start", "partitioned", "ingestion and partitioning (SuperLink, zygote start)"),
+    ("partitioned", "flwr-run", "SuperLink, SuperNodes and warm servers ready"),
+    ("flwr-run", "connected", "ServerApp starts; clients connect and describe their data"),
     ("connected", "warm-start-done", "federated warm start"),
     ("warm-start-done", "rounds-done", "training rounds"),
     ("rounds-done", "saved", "result written, processes stopped, model saved"),
@@ -87,3 +88,21 @@ def summarize(path: str) -> dict:
         "exchange_median_s": statistics.median(walls) if walls else float("nan"),
         "exchanges_total_s": sum(walls),
     }
+
+
+def wrap(module, name: str, event: str) -> None:
+    """Mark ``event-start`` / ``event-end`` around ``module.name`` (when tracing is on)."""
+    if not os.environ.get("FDRMFL_TRACE"):
+        return
+    fn = getattr(module, name)
+
+    def traced(*args, **kwargs):
+        mark(f"{event}-start")
+        out = None
+        try:
+            out = fn(*args, **kwargs)
+            return out
+        finally:
+            mark(f"{event}-end", got=out is not None)
+
+    setattr(module, name, traced)
