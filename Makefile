@@ -73,7 +73,7 @@ federate-local: $(VENV)/.installed-flower
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_engines.py --clients 3 \
 	  --engines inprocess flower-simulation flower-deployment \
-	  --max-ratio flower-simulation=6 flower-deployment=15 --out bench_engines_check
+	  --max-ratio flower-simulation=6 flower-deployment=12 --out bench_engines_check
 
 ## make viz: kedro-viz on http://127.0.0.1:4141
 viz: $(VENV)/.installed-base

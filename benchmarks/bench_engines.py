@@ -208,7 +208,7 @@ def main() -> None:
         default=[],
         metavar="ENGINE=X",
         help="regression check: exit 1 when ENGINE takes more than X times in-process, e.g. "
-        "flower-deployment=15 flower-simulation=6 (ratios, not absolute times)",
+        "flower-deployment=12 flower-simulation=6 (ratios, not absolute times)",
     )
     args = ap.parse_args()
     bounds = {}
