@@ -1,5 +1,6 @@
-"""One record per message on the wire: a sealed content is four objects whatever it holds, reads
-back exactly, and a crafted sealed record is refused by name (the reply then fails its client)."""
+"""One record per message on the wire: a sealed content is two objects (four when it is large
+enough to travel in chunks) whatever it holds, reads back exactly, and a crafted sealed record
+is refused by name (the reply then fails its client)."""
 
 from __future__ import annotations
 
@@ -37,12 +38,18 @@ def _content() -> RecordDict:
     )
 
 
-def test_a_sealed_content_is_four_objects_and_reads_back_exactly():
+@pytest.mark.parametrize("inline", [True, False])
+def test_a_sealed_content_is_two_objects_and_reads_back_exactly(inline, monkeypatch):
+    from fdrmfl_pipeline.flower import records
+
+    if not inline:  # a large content travels as an array, in chunks
+        monkeypatch.setattr(records, "SEAL_INLINE_BYTES", 10)
     content = _content()
     sealed = seal(content)
     assert len(get_all_nested_objects(content)) > 4
-    # the record dict, its one record, the array and one chunk
-    assert len(get_all_nested_objects(sealed)) == 4
+    # the record dict and its one record (inline); or the record dict, the record, the array
+    # and its one chunk here
+    assert len(get_all_nested_objects(sealed)) == (2 if inline else 4)
     assert is_sealed(sealed) and not is_sealed(content)
     back = unseal(sealed)
     assert back.config_records["pls"]["op"] == "gram" and back.config_records["pls"]["round"] == 3
@@ -68,6 +75,9 @@ def test_unsealed_content_passes_through():
             "not a message content",
         ),
         (ArrayRecord({"other": Array(np.zeros(3, np.uint8))}), "expected ['packed']"),
+        (ConfigRecord({PACKED: "text"}), "holds str, expected bytes"),
+        (ConfigRecord({PACKED: b"\xff\xff\xff\xff"}), "not a message content"),
+        (MetricRecord({PACKED: 1.0}), "is a MetricRecord"),
     ],
 )
 def test_a_crafted_sealed_record_is_refused_by_name(record, says):

@@ -12,9 +12,10 @@ that add up exactly, no pickles, no compression.
 
 **One record per message.** Each record of a message (and each array and chunk in it) is a
 separate object, pulled or pushed with its own request at every hop (ServerApp, SuperLink,
-SuperNode, ClientApp). :func:`seal` therefore turns a message's whole content into one record of
-one ``uint8`` array (Flower's own protobuf encoding of the content) just before it is sent, and
-:func:`unseal` turns it back on arrival, so a message is four objects whatever it holds.
+SuperNode, ClientApp). :func:`seal` therefore turns a message's whole content into one record
+holding Flower's own protobuf encoding of it, as one bytes value (up to 4 MB: two objects, the
+record dict and the record) or one ``uint8`` array (larger: Flower cuts it into 5 MB chunks),
+just before it is sent, and :func:`unseal` turns it back on arrival.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import json
 from typing import TYPE_CHECKING
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fdrmfl_pipeline.core.clientdata import Scaler, SufficientStats
 
@@ -152,16 +153,23 @@ def record_stats(rec: ArrayRecord) -> SufficientStats:
     )
 
 
+# up to this size a sealed content travels as one bytes value (two objects: the record dict and
+# the record); a larger one as an array, which Flower cuts into chunks of at most 5 MB
+SEAL_INLINE_BYTES = 4 * 1024 * 1024
+
+
 def seal(content: RecordDict) -> RecordDict:
-    """``content`` as one record of one array (see the module docstring)."""
+    """``content`` as one record (see the module docstring)."""
     from flwr.common.serde import recorddict_to_proto
 
-    buf = np.frombuffer(recorddict_to_proto(content).SerializeToString(), np.uint8)
-    return RecordDict({SEALED: ArrayRecord({PACKED: Array(buf)})})
+    raw = recorddict_to_proto(content).SerializeToString()
+    if len(raw) <= SEAL_INLINE_BYTES:
+        return RecordDict({SEALED: ConfigRecord({PACKED: raw})})
+    return RecordDict({SEALED: ArrayRecord({PACKED: Array(np.frombuffer(raw, np.uint8))})})
 
 
 def is_sealed(content: RecordDict) -> bool:
-    return list(content.keys()) == [SEALED] and SEALED in content.array_records
+    return list(content.keys()) == [SEALED]
 
 
 def unseal(content: RecordDict) -> RecordDict:
@@ -173,15 +181,23 @@ def unseal(content: RecordDict) -> RecordDict:
     from flwr.proto.recorddict_pb2 import RecordDict as RecordDictProto
     from google.protobuf.message import DecodeError
 
-    rec = content.array_records[SEALED]
+    rec = content[SEALED]
     if list(rec.keys()) != [PACKED]:
         raise PackedRecordError(f"sealed record holds {sorted(rec.keys())}, expected ['{PACKED}']")
-    buf = rec[PACKED].numpy()
-    if buf.dtype != np.uint8 or buf.ndim != 1:
-        raise PackedRecordError(f"sealed record is {buf.dtype} {buf.shape}, expected 1-d uint8")
+    if isinstance(rec, ConfigRecord):
+        raw = rec[PACKED]
+        if not isinstance(raw, bytes):
+            raise PackedRecordError(f"sealed record holds {type(raw).__name__}, expected bytes")
+    elif isinstance(rec, ArrayRecord):
+        buf = rec[PACKED].numpy()
+        if buf.dtype != np.uint8 or buf.ndim != 1:
+            raise PackedRecordError(f"sealed record is {buf.dtype} {buf.shape}, expected 1-d uint8")
+        raw = buf.tobytes()
+    else:
+        raise PackedRecordError(f"sealed record is a {type(rec).__name__}")
     proto = RecordDictProto()
     try:
-        proto.ParseFromString(buf.tobytes())
+        proto.ParseFromString(raw)
         return recorddict_from_proto(proto)
     except (DecodeError, ValueError, TypeError, KeyError) as err:
         raise PackedRecordError(f"sealed record is not a message content: {err}") from err
