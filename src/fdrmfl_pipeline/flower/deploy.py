@@ -379,7 +379,10 @@ def federate_local(
                         "the Flower run ended without a result; "
                         f"see {run_dir}/flwr-run.log and superlink.log: {_tail(run_dir / 'flwr-run.log')}"
                     )
-            time.sleep(0.5)
+            # a pending fault lands right after its round's checkpoint, before the next
+            # round's replies (a round of a small job takes about a second)
+            pending = (kill_client and not killed) or (restart_client and not restarted)
+            time.sleep(0.05 if pending else 0.5)
     finally:
         procs.stop_all()
         shutil.rmtree(warm_dir, ignore_errors=True)

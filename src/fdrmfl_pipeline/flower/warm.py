@@ -184,6 +184,9 @@ def _serve_one(
             return
         data += chunk
     request = json.loads(data)
+    if node is not None and ("spawn" in request or "warm" in request):
+        conn.close()  # a SuperNode's warm server forks its ClientApps only
+        return
     if "spawn" in request:
         _spawn(conn, request["spawn"], listener)
         return
