@@ -153,30 +153,6 @@ def test_the_trace_is_off_by_default_and_summarised_when_on(tmp_path, monkeypatc
     assert out["exchanges"] == 1 and out["exchange_median_s"] == pytest.approx(1.4)
 
 
-def test_the_warm_up_trains_once_on_the_clients_own_rows(tmp_path):
-    import pyarrow.parquet as pq
-
-    from fdrmfl_pipeline.core.clientdata import client_table
-    from fdrmfl_pipeline.core.modalities import to_arrow
-    from fdrmfl_pipeline.core.setup import TrainingSetup
-    from fdrmfl_pipeline.flower.client_app import preload, warm_up
-    from fdrmfl_pipeline.flower.job import FlowerJob
-    from fdrmfl_pipeline.params import TrainingParams
-
-    from ..tiny import tiny_clients
-
-    data, assign, _, _, _ = tiny_clients()
-    pq.write_table(client_table(to_arrow(data), assign, 1), tmp_path / "client_1.parquet")
-    setup = TrainingSetup.from_params(TrainingParams(), 0, data)
-    job = FlowerJob.create(
-        setup, clients_dir=str(tmp_path), expected_clients=1, output_dir=str(tmp_path / "o")
-    )
-    path = job.save(tmp_path / "job.json")
-    raw = preload(str(path), str(tmp_path / "client_1.parquet"))
-    assert raw.client_id == 1
-    warm_up(str(path), raw)  # trains and evaluates a throwaway model; raises if it cannot
-
-
 def _client_file_and_job(tmp_path):
     import pyarrow.parquet as pq
 
@@ -195,6 +171,15 @@ def _client_file_and_job(tmp_path):
         setup, clients_dir=str(tmp_path), expected_clients=1, output_dir=str(tmp_path / "o")
     )
     return str(job.save(tmp_path / "job.json")), str(tmp_path / "client_1.parquet")
+
+
+def test_the_warm_up_trains_once_on_the_clients_own_rows(tmp_path):
+    from fdrmfl_pipeline.flower.client_app import preload, warm_up
+
+    path, data_path = _client_file_and_job(tmp_path)
+    raw = preload(path, data_path)
+    assert raw.client_id == 1
+    warm_up(path, raw)  # trains and evaluates a throwaway model; raises if it cannot
 
 
 def test_the_zygote_warms_up_on_rows_of_the_jobs_shapes_not_a_clients(tmp_path):

@@ -255,12 +255,15 @@ def federate_local(
                     raise RuntimeError(f"{what} did not start; see {log}")
                 time.sleep(0.05)
 
+        def wait_zygote() -> None:
+            log = run_dir / "warm-zygote.log"
+            wait_socket(zygote_sock, lambda: zygote.poll() is None, "the warm zygote", log)
+
         def spawn_warm(c: int, log_name: str, sock: Path) -> None:
             """Fork the SuperNode's warm server from the zygote; wait until it accepts."""
             from fdrmfl_pipeline.flower.warm import spawn_server
 
-            log = run_dir / "warm-zygote.log"
-            wait_socket(zygote_sock, lambda: zygote.poll() is None, "the warm zygote", log)
+            wait_zygote()
             pid = spawn_server(
                 zygote_sock, sock, str(job_path), str(clients_dir / f"client_{c}.parquet")
             )
@@ -268,7 +271,7 @@ def federate_local(
                 sock,
                 lambda: zygote.poll() is None and Path(f"/proc/{pid}").exists(),
                 f"the warm ClientApp server of {log_name}",
-                log,
+                run_dir / "warm-zygote.log",
             )
 
         def start_supernode(c: int, log_name: str, shim_dir: Path | None) -> int:
@@ -322,8 +325,7 @@ def federate_local(
         if warm:
             from fdrmfl_pipeline.flower.warm import warm_zygote
 
-            log = run_dir / "warm-zygote.log"
-            wait_socket(zygote_sock, lambda: zygote.poll() is None, "the warm zygote", log)
+            wait_zygote()
             warm_zygote(zygote_sock, str(job_path))
             for c in range(clients):
                 spawn_warm(c, names[c], shims[c][0])

@@ -14,6 +14,12 @@ status. When the server cannot be reached the shim runs the real ``flwr-clientap
     python -m fdrmfl_pipeline.flower.warm shim --socket /tmp/node0.sock --dir /tmp/node0-bin
     PATH=/tmp/node0-bin:$PATH flower-supernode ...
 
+With several SuperNodes (and the SuperLink) on one machine, a **zygote** (``warm zygote``)
+imports once and forks each SuperNode's warm server (``spawn_server``: it reads only its own
+client file) and the ServerApp (a ``flwr-serverapp`` shim); ``deploy.py`` does this. A warm
+server also learns the job's scaler from its first ClientApp (a pipe) and prepares its rows for
+it once, so later ClientApps find them ready.
+
 Fork safety: the server imports modules only (no torch operation, no gRPC channel, no thread
 pool) before it forks; each child sets its own torch threads (``TrainingSetup.setup_torch``).
 """
@@ -277,11 +283,12 @@ def warm_zygote(zygote: Path, job: str) -> None:
     _ask(zygote, {"warm": job})
 
 
-def _warm_up(job: str) -> None:
+def _warm_up(job: str, raw=None) -> None:
+    """``client_app.warm_up`` (on the client's rows, or synthetic ones); a failure only logs."""
     from fdrmfl_pipeline.flower.client_app import warm_up
 
     try:
-        warm_up(job, None)
+        warm_up(job, raw)
     except Exception:  # noqa: BLE001  (an optimisation: the apps work without it)
         logger.warning("warm-up failed; apps start cold", exc_info=True)
 
@@ -298,14 +305,25 @@ def _import_all(extra: tuple[str, ...] = ()) -> None:
     for name in (*PRELOAD, *extra):
         importlib.import_module(name)
     shorten_object_pulls()  # when FDRMFL_OBJECT_PULL_BACKOFF is set: forked children inherit it
+    from flwr.supernode.runtime import run_clientapp as rc
+
+    from fdrmfl_pipeline.flower.trace import wrap
+
+    for fn, event in (  # inside Flower's ClientApp runtime, when FDRMFL_TRACE is set
+        ("pull_task_input", "ca-pull"),
+        ("install_from_fab", "ca-fab"),
+        ("get_load_client_app_fn", "ca-loadfn"),
+        ("push_task_output", "ca-push"),
+        ("flwr_exit", "ca-exit"),
+    ):
+        wrap(rc, fn, event)
 
 
 def zygote(socket_path: Path, job: str | None = None) -> None:
-    """Import what the apps need once (and, given the job now or later (``warm_zygote``),
-    warm torch up on synthetic rows of its shapes: no client's data), then fork on request:
-    the warm server of a SuperNode
-    (``spawn_server``) or a ServerApp (a ``flwr-serverapp`` shim). On one machine this pays
-    the imports and torch's set-up once instead of once per SuperNode and per run."""
+    """Import what the apps need once and, given the job (now or by ``warm_zygote``), warm
+    torch up on synthetic rows of its shapes (no client's data); then fork on request the warm
+    server of a SuperNode (``spawn_server``) or a ServerApp (a ``flwr-serverapp`` shim). On one
+    machine this pays the imports and torch's set-up once, not once per SuperNode and run."""
     _import_all(SERVER_PRELOAD)
     if job:
         _warm_up(job)
@@ -324,27 +342,12 @@ def _listen(
 ) -> None:
     """Read the SuperNode's rows (given its file), warm torch up on them unless ``warmed``,
     then fork one child per request on ``socket_path``, forever."""
-    from flwr.supernode.runtime import run_clientapp as rc
-
-    from fdrmfl_pipeline.flower.trace import wrap
-
-    for fn, ev in (
-        ("pull_task_input", "ca-pull"),
-        ("install_from_fab", "ca-fab"),
-        ("get_load_client_app_fn", "ca-loadfn"),
-        ("push_task_output", "ca-push"),
-        ("flwr_exit", "ca-exit"),
-    ):
-        wrap(rc, fn, ev)
     if job and data_path:
-        from fdrmfl_pipeline.flower.client_app import preload, warm_up
+        from fdrmfl_pipeline.flower.client_app import preload
 
         raw = preload(job, data_path)
         if not warmed:
-            try:
-                warm_up(job, raw)
-            except Exception:  # noqa: BLE001  (an optimisation: the ClientApps work without it)
-                logger.warning("warm-up failed; ClientApps start cold", exc_info=True)
+            _warm_up(job, raw)
     tmp = socket_path.with_name(socket_path.name + ".tmp")
     tmp.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
